@@ -1,0 +1,477 @@
+/*
+ * corr.c -- streaming point-biserial / Pearson correlation between pooled feature
+ * activations z (d_sae per sample) and a reward y, in O(d_sae) memory.
+ *
+ * State, all double: n, n_pos = sum y, mean_y, m2_y, and per feature
+ *   mean      mean of z                       m2      sum (z - mean)^2
+ *   mean_pos  sum(y z) / sum(y)  (binary: mean of z over y = 1)
+ *   n_active  count z > 0                     n_pos_active  sum y * 1[z > 0]
+ *   c_zy      sum (z - mean)(y - mean_y)
+ * A batch is reduced exactly in double (two passes: its means, then its centred
+ * sums), then combined with the state by Chan et al.'s pairwise formula
+ *   delta = mean_b - mean_a, n = n_a + n_b
+ *   mean = mean_a + delta n_b / n,  m2 = m2_a + m2_b + delta^2 n_a n_b / n
+ *   c_zy = c_a + c_b + delta_z delta_y n_a n_b / n
+ * merge is the same formula, so shards reduce exactly in any order.
+ * Result, both kinds: r = c_zy / sqrt(m2 m2_y). For binary y this is exactly
+ * METHOD.md's (mean_pos - mean_neg)/sd sqrt(p(1-p)); computing it from the centred
+ * co-moment instead of mean_pos - mean avoids cancelling two large means, which
+ * costs ~1e-8 relative accuracy on weak features whose activations sit near 1e4.
+ * r = 0 for a constant feature (m2 <= CS_CORR_CONST_RTOL n mean^2); every r = 0 and
+ * *degenerate = 1 when the rewards are all equal (or n < 2). r is clamped to [-1, 1]
+ * against rounding.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+enum { ARR_MEAN, ARR_M2, ARR_MEAN_POS, ARR_N_ACTIVE, ARR_N_POS_ACTIVE, ARR_C_ZY, ARR_MAX };
+
+struct cs_corr {
+    int64_t d_sae;
+    cs_corr_kind kind;
+    int n_arrays;            /* ARR_MAX */
+    double n, n_pos, mean_y, m2_y;
+    double *arr[ARR_MAX];    /* each (d_sae) */
+};
+
+static int kind_valid(cs_corr_kind kind)
+{
+    return kind == CS_CORR_BINARY || kind == CS_CORR_PEARSON;
+}
+
+cs_status cs_corr_init(cs_corr **out, int64_t d_sae, cs_corr_kind kind)
+{
+    if (out == NULL) return CS_ERR_NULL;
+    *out = NULL;
+    if (d_sae < 1) return CS_ERR_SIZE;
+    if (!kind_valid(kind)) return CS_ERR_ARG;
+    int64_t bytes;
+    cs_status st = cs_mul(d_sae, (int64_t)ARR_MAX * (int64_t)sizeof(double), &bytes);
+    if (st != CS_OK) return st;
+    cs_corr *acc = calloc(1, sizeof(*acc));
+    if (acc == NULL) return CS_ERR_NOMEM;
+    acc->d_sae = d_sae;
+    acc->kind = kind;
+    acc->n_arrays = ARR_MAX;
+    for (int a = 0; a < acc->n_arrays; ++a) {
+        if ((st = cs_alloc(d_sae, sizeof(double), 1, (void **)&acc->arr[a])) != CS_OK) {
+            cs_corr_free(acc);
+            return st;
+        }
+    }
+    *out = acc;
+    return CS_OK;
+}
+
+void cs_corr_free(cs_corr *acc)
+{
+    if (acc == NULL) return;
+    for (int a = 0; a < ARR_MAX; ++a) free(acc->arr[a]);
+    free(acc);
+}
+
+void cs_corr_reset(cs_corr *acc)
+{
+    if (acc == NULL) return;
+    acc->n = acc->n_pos = acc->mean_y = acc->m2_y = 0.0;
+    for (int a = 0; a < acc->n_arrays; ++a)
+        memset(acc->arr[a], 0, (size_t)acc->d_sae * sizeof(double));
+}
+
+cs_status cs_corr_copy(cs_corr *dst, const cs_corr *src)
+{
+    if (dst == NULL || src == NULL) return CS_ERR_NULL;
+    if (dst->d_sae != src->d_sae || dst->kind != src->kind) return CS_ERR_MISMATCH;
+    dst->n = src->n; dst->n_pos = src->n_pos; dst->mean_y = src->mean_y; dst->m2_y = src->m2_y;
+    for (int a = 0; a < src->n_arrays; ++a)
+        memcpy(dst->arr[a], src->arr[a], (size_t)src->d_sae * sizeof(double));
+    return CS_OK;
+}
+
+int64_t cs_corr_d_sae(const cs_corr *acc) { return acc != NULL ? acc->d_sae : 0; }
+cs_corr_kind cs_corr_get_kind(const cs_corr *acc) { return acc != NULL ? acc->kind : CS_CORR_BINARY; }
+double cs_corr_n(const cs_corr *acc) { return acc != NULL ? acc->n : 0.0; }
+double cs_corr_n_pos(const cs_corr *acc) { return acc != NULL ? acc->n_pos : 0.0; }
+
+int64_t cs_corr_nbytes(const cs_corr *acc)
+{
+    if (acc == NULL) return 0;
+    return (int64_t)sizeof(*acc) + (int64_t)acc->n_arrays * acc->d_sae * (int64_t)sizeof(double);
+}
+
+/* Fold a reduced batch b (its own n, sum y, moments and per-feature arrays, laid out
+ * like the state) into acc by Chan's formula. */
+static void combine(cs_corr *acc, double nb, double wb, double mean_yb, double m2_yb,
+                    double *const b[ARR_MAX])
+{
+    const double na = acc->n, n = na + nb;
+    if (nb <= 0.0) return;
+    const double wa = acc->n_pos, w = wa + wb;
+    const double f = nb / n, g = na * nb / n;
+    const double dy = mean_yb - acc->mean_y;
+    const double wfrac = w > 0.0 ? wb / w : 0.0;
+    double *mean = acc->arr[ARR_MEAN], *m2 = acc->arr[ARR_M2], *mp = acc->arr[ARR_MEAN_POS];
+    double *act = acc->arr[ARR_N_ACTIVE], *pact = acc->arr[ARR_N_POS_ACTIVE];
+    double *czy = acc->arr[ARR_C_ZY];
+    for (int64_t j = 0; j < acc->d_sae; ++j) {
+        const double d = b[ARR_MEAN][j] - mean[j];
+        czy[j] += b[ARR_C_ZY][j] + d * dy * g;
+        mean[j] += d * f;
+        m2[j] += b[ARR_M2][j] + d * d * g;
+        mp[j] += (b[ARR_MEAN_POS][j] - mp[j]) * wfrac;
+        act[j] += b[ARR_N_ACTIVE][j];
+        pact[j] += b[ARR_N_POS_ACTIVE][j];
+    }
+    acc->m2_y += m2_yb + dy * dy * g;
+    acc->mean_y += dy * f;
+    acc->n = n;
+    acc->n_pos = w;
+}
+
+static cs_status check_rewards(cs_corr_kind kind, const double *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; ++i) {
+        if (!isfinite(y[i])) return CS_ERR_NONFINITE;
+        if (kind == CS_CORR_BINARY ? (y[i] != 0.0 && y[i] != 1.0) : (y[i] < 0.0 || y[i] > 1.0))
+            return CS_ERR_REWARD;
+    }
+    return CS_OK;
+}
+
+cs_status cs_corr_update(cs_corr *acc, const float *z, const double *y, int64_t n)
+{
+    if (acc == NULL || z == NULL || y == NULL) return CS_ERR_NULL;
+    if (n < 1) return CS_ERR_SIZE;
+    const int64_t d = acc->d_sae;
+    int64_t elems;
+    cs_status st = cs_mul(n, d, &elems);
+    if (st != CS_OK) return st;
+    if ((st = check_rewards(acc->kind, y, n)) != CS_OK) return st;
+
+    double *b[ARR_MAX] = {NULL};
+    for (int a = 0; a < acc->n_arrays; ++a)
+        if ((st = cs_alloc(d, sizeof(double), 1, (void **)&b[a])) != CS_OK) goto fail;
+    double *sum = b[ARR_MEAN], *m2 = b[ARR_M2], *syz = b[ARR_MEAN_POS];
+    double *act = b[ARR_N_ACTIVE], *pact = b[ARR_N_POS_ACTIVE], *czy = b[ARR_C_ZY];
+
+    /* pass 1: sums. Rows with y = 0 touch only sum and act. */
+    double sy = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const float *zi = z + i * d;
+        const double yi = y[i];
+        sy += yi;
+        if (yi == 0.0) {
+            for (int64_t j = 0; j < d; ++j) {
+                sum[j] += (double)zi[j];
+                act[j] += zi[j] > 0.0f ? 1.0 : 0.0;
+            }
+        } else {
+            for (int64_t j = 0; j < d; ++j) {
+                const double zz = (double)zi[j];
+                const double on = zi[j] > 0.0f ? 1.0 : 0.0;
+                sum[j] += zz;
+                syz[j] += yi * zz;
+                act[j] += on;
+                pact[j] += yi * on;
+            }
+        }
+    }
+    /* A NaN or Inf anywhere in a column makes its double sum non-finite (finite
+     * float32 values cannot overflow a double sum), so this catches all of them. */
+    if (!isfinite(sy)) { st = CS_ERR_NONFINITE; goto fail; }
+    for (int64_t j = 0; j < d; ++j) {
+        if (!isfinite(sum[j])) { st = CS_ERR_NONFINITE; goto fail; }
+    }
+    const double nb = (double)n, mean_yb = sy / nb;
+    for (int64_t j = 0; j < d; ++j) {
+        sum[j] /= nb;                            /* now the batch mean */
+        syz[j] = sy > 0.0 ? syz[j] / sy : 0.0;   /* now the batch mean_pos */
+    }
+    /* pass 2: centred sums around the batch means */
+    double m2_yb = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const float *zi = z + i * d;
+        const double dy = y[i] - mean_yb;
+        m2_yb += dy * dy;
+        for (int64_t j = 0; j < d; ++j) {
+            const double dz = (double)zi[j] - sum[j];
+            m2[j] += dz * dz;
+            czy[j] += dz * dy;
+        }
+    }
+    combine(acc, nb, sy, mean_yb, m2_yb, b);
+    st = CS_OK;
+fail:
+    for (int a = 0; a < ARR_MAX; ++a) free(b[a]);
+    return st;
+}
+
+cs_status cs_corr_merge(cs_corr *acc, const cs_corr *other)
+{
+    if (acc == NULL || other == NULL) return CS_ERR_NULL;
+    if (acc->d_sae != other->d_sae || acc->kind != other->kind) return CS_ERR_MISMATCH;
+    if (acc == other) {
+        /* merging with itself: combine reads other while writing acc, so copy first */
+        cs_corr *tmp = NULL;
+        cs_status st = cs_corr_init(&tmp, acc->d_sae, acc->kind);
+        if (st != CS_OK) return st;
+        cs_corr_copy(tmp, other);
+        combine(acc, tmp->n, tmp->n_pos, tmp->mean_y, tmp->m2_y, tmp->arr);
+        cs_corr_free(tmp);
+        return CS_OK;
+    }
+    combine(acc, other->n, other->n_pos, other->mean_y, other->m2_y, other->arr);
+    return CS_OK;
+}
+
+/* ------------------------------------------------------------- results */
+
+static int is_degenerate(const cs_corr *acc)
+{
+    if (acc->n < 2.0) return 1;
+    if (acc->kind == CS_CORR_BINARY) return acc->n_pos <= 0.0 || acc->n_pos >= acc->n;
+    return !(acc->m2_y > CS_CORR_CONST_RTOL * acc->n * acc->mean_y * acc->mean_y);
+}
+
+cs_status cs_corr_correlation(const cs_corr *acc, double *r, int *degenerate)
+{
+    if (acc == NULL || r == NULL) return CS_ERR_NULL;
+    const int64_t d = acc->d_sae;
+    const int deg = is_degenerate(acc);
+    if (degenerate != NULL) *degenerate = deg;
+    if (deg) {
+        memset(r, 0, (size_t)d * sizeof(double));
+        return CS_OK;
+    }
+    const double n = acc->n;
+    const double *mean = acc->arr[ARR_MEAN], *m2 = acc->arr[ARR_M2], *czy = acc->arr[ARR_C_ZY];
+    for (int64_t j = 0; j < d; ++j) {
+        double v = 0.0;
+        if (m2[j] > 0.0 && m2[j] > CS_CORR_CONST_RTOL * n * mean[j] * mean[j]) {
+            v = czy[j] / sqrt(m2[j] * acc->m2_y);
+            v = v > 1.0 ? 1.0 : (v < -1.0 ? -1.0 : v);
+        }
+        r[j] = v;
+    }
+    return CS_OK;
+}
+
+cs_status cs_corr_coefficient(const cs_corr *acc, int active_only, double *c)
+{
+    if (acc == NULL || c == NULL) return CS_ERR_NULL;
+    const double *mp = acc->arr[ARR_MEAN_POS], *pact = acc->arr[ARR_N_POS_ACTIVE];
+    for (int64_t j = 0; j < acc->d_sae; ++j) {
+        if (!active_only)
+            c[j] = acc->n_pos > 0.0 ? mp[j] : 0.0;
+        else
+            c[j] = pact[j] > 0.0 ? acc->n_pos * mp[j] / pact[j] : 0.0;
+    }
+    return CS_OK;
+}
+
+cs_status cs_corr_frequency(const cs_corr *acc, double *freq)
+{
+    if (acc == NULL || freq == NULL) return CS_ERR_NULL;
+    const double *act = acc->arr[ARR_N_ACTIVE];
+    for (int64_t j = 0; j < acc->d_sae; ++j) freq[j] = acc->n > 0.0 ? act[j] / acc->n : 0.0;
+    return CS_OK;
+}
+
+typedef struct { double key; int64_t index; } ranked;
+
+static int ranked_cmp(const void *pa, const void *pb)
+{
+    const ranked *a = pa, *b = pb;
+    if (a->key != b->key) return a->key > b->key ? -1 : 1;   /* larger key first */
+    return (a->index > b->index) - (a->index < b->index);     /* then lower index */
+}
+
+cs_status cs_corr_top(const cs_corr *acc, int64_t k, cs_sign sign,
+                      int64_t *index, double *r_out, int64_t *n_out)
+{
+    if (acc == NULL || index == NULL || r_out == NULL || n_out == NULL) return CS_ERR_NULL;
+    *n_out = 0;
+    if (k < 1) return CS_ERR_ARG;
+    if (sign != CS_SIGN_POSITIVE && sign != CS_SIGN_NEGATIVE) return CS_ERR_ARG;
+    const int64_t d = acc->d_sae;
+    double *r = NULL;
+    ranked *cand = NULL;
+    cs_status st;
+    if ((st = cs_alloc(d, sizeof(double), 0, (void **)&r)) != CS_OK) goto fail;
+    if ((st = cs_alloc(d, sizeof(ranked), 0, (void **)&cand)) != CS_OK) goto fail;
+    cs_corr_correlation(acc, r, NULL);
+    int64_t m = 0;
+    for (int64_t j = 0; j < d; ++j) {
+        const double key = sign == CS_SIGN_POSITIVE ? r[j] : -r[j];
+        if (key > 0.0) { cand[m].key = key; cand[m].index = j; ++m; }
+    }
+    qsort(cand, (size_t)m, sizeof(ranked), ranked_cmp);
+    const int64_t take = m < k ? m : k;
+    for (int64_t i = 0; i < take; ++i) {
+        index[i] = cand[i].index;
+        r_out[i] = r[cand[i].index];
+    }
+    *n_out = take;
+    st = CS_OK;
+fail:
+    free(r);
+    free(cand);
+    return st;
+}
+
+/* --------------------------------------------------------- serialisation */
+/* Layout, little-endian:
+ *   0  magic "CSCORR\r\n" (8)   8  u32 version   12  u32 kind   16  i64 d_sae
+ *   24 f64 n, n_pos, mean_y, m2_y
+ *   56 6 x d_sae f64: mean, m2, mean_pos, n_active, n_pos_active, c_zy
+ *   end-8  u64 FNV-1a 64 of every byte before it
+ * Deserialising checks, in order: size >= 8, magic, size >= header, version,
+ * kind and d_sae, exact size, checksum, then that the content is consistent. */
+
+#define HEADER_BYTES 56
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; ++i) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; ++i) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static void put_f64(uint8_t *p, double x)
+{
+    uint64_t v;
+    memcpy(&v, &x, sizeof(v));
+    put_u64(p, v);
+}
+static double get_f64(const uint8_t *p)
+{
+    uint64_t v = get_u64(p);
+    double x;
+    memcpy(&x, &v, sizeof(x));
+    return x;
+}
+
+static uint64_t fnv1a64(const uint8_t *p, int64_t n)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (int64_t i = 0; i < n; ++i) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* Total bytes for d_sae features of a kind, or -1 on overflow. */
+static int64_t serial_size(int64_t d_sae, int n_arrays)
+{
+    int64_t body;
+    if (cs_mul(d_sae, (int64_t)n_arrays * 8, &body) != CS_OK) return -1;
+    if (body > INT64_MAX - HEADER_BYTES - 8) return -1;
+    return HEADER_BYTES + body + 8;
+}
+
+int64_t cs_corr_serialized_size(const cs_corr *acc)
+{
+    return acc != NULL ? serial_size(acc->d_sae, acc->n_arrays) : -1;
+}
+
+cs_status cs_corr_serialize(const cs_corr *acc, uint8_t *buf, int64_t size)
+{
+    if (acc == NULL || buf == NULL) return CS_ERR_NULL;
+    const int64_t need = cs_corr_serialized_size(acc);
+    if (need < 0) return CS_ERR_OVERFLOW;
+    if (size != need) return CS_ERR_SIZE;
+    memcpy(buf, CS_CORR_MAGIC, 8);
+    put_u32(buf + 8, CS_CORR_FORMAT_VERSION);
+    put_u32(buf + 12, (uint32_t)acc->kind);
+    put_u64(buf + 16, (uint64_t)acc->d_sae);
+    put_f64(buf + 24, acc->n);
+    put_f64(buf + 32, acc->n_pos);
+    put_f64(buf + 40, acc->mean_y);
+    put_f64(buf + 48, acc->m2_y);
+    uint8_t *p = buf + HEADER_BYTES;
+    for (int a = 0; a < acc->n_arrays; ++a)
+        for (int64_t j = 0; j < acc->d_sae; ++j, p += 8) put_f64(p, acc->arr[a][j]);
+    put_u64(p, fnv1a64(buf, need - 8));
+    return CS_OK;
+}
+
+static int is_count(double v, double max)
+{
+    return isfinite(v) && v >= 0.0 && v <= max && v == floor(v);
+}
+
+/* The state must be one that updates could have produced. */
+static cs_status check_content(const cs_corr *acc)
+{
+    const double n = acc->n, slack = 1e-9 * (n > 1.0 ? n : 1.0);
+    if (!is_count(n, 9007199254740992.0)) return CS_ERR_FORMAT_CORRUPT;
+    if (!isfinite(acc->n_pos) || acc->n_pos < 0.0 || acc->n_pos > n + slack) return CS_ERR_FORMAT_CORRUPT;
+    if (acc->kind == CS_CORR_BINARY && !is_count(acc->n_pos, n)) return CS_ERR_FORMAT_CORRUPT;
+    if (!isfinite(acc->mean_y) || !isfinite(acc->m2_y) || acc->m2_y < 0.0) return CS_ERR_FORMAT_CORRUPT;
+    for (int a = 0; a < acc->n_arrays; ++a) {
+        const double *v = acc->arr[a];
+        for (int64_t j = 0; j < acc->d_sae; ++j) {
+            if (!isfinite(v[j])) return CS_ERR_FORMAT_CORRUPT;
+            if (a == ARR_M2 && v[j] < 0.0) return CS_ERR_FORMAT_CORRUPT;
+            if (a == ARR_N_ACTIVE && !is_count(v[j], n)) return CS_ERR_FORMAT_CORRUPT;
+            if (a == ARR_N_POS_ACTIVE && (v[j] < 0.0 || v[j] > acc->n_pos + slack))
+                return CS_ERR_FORMAT_CORRUPT;
+        }
+    }
+    return CS_OK;
+}
+
+cs_status cs_corr_deserialize(cs_corr **out, const uint8_t *buf, int64_t size)
+{
+    if (out == NULL) return CS_ERR_NULL;
+    *out = NULL;
+    if (buf == NULL) return CS_ERR_NULL;
+    if (size < 8) return CS_ERR_FORMAT_SIZE;
+    if (memcmp(buf, CS_CORR_MAGIC, 8) != 0) return CS_ERR_FORMAT_MAGIC;
+    if (size < HEADER_BYTES + 8) return CS_ERR_FORMAT_SIZE;
+    if (get_u32(buf + 8) != CS_CORR_FORMAT_VERSION) return CS_ERR_FORMAT_VERSION;
+    const uint32_t kind = get_u32(buf + 12);
+    const uint64_t d_raw = get_u64(buf + 16);
+    if (kind > (uint32_t)CS_CORR_PEARSON || d_raw < 1 || d_raw > (uint64_t)INT64_MAX)
+        return CS_ERR_FORMAT_CORRUPT;
+    const int64_t d_sae = (int64_t)d_raw;
+    const int n_arrays = ARR_MAX;
+    const int64_t need = serial_size(d_sae, n_arrays);
+    if (need < 0 || size != need) return CS_ERR_FORMAT_SIZE;
+    if (fnv1a64(buf, size - 8) != get_u64(buf + size - 8)) return CS_ERR_FORMAT_CHECKSUM;
+
+    cs_corr *acc = NULL;
+    cs_status st = cs_corr_init(&acc, d_sae, (cs_corr_kind)kind);
+    if (st != CS_OK) return st;
+    acc->n = get_f64(buf + 24);
+    acc->n_pos = get_f64(buf + 32);
+    acc->mean_y = get_f64(buf + 40);
+    acc->m2_y = get_f64(buf + 48);
+    const uint8_t *p = buf + HEADER_BYTES;
+    for (int a = 0; a < n_arrays; ++a)
+        for (int64_t j = 0; j < d_sae; ++j, p += 8) acc->arr[a][j] = get_f64(p);
+    if ((st = check_content(acc)) != CS_OK) {
+        cs_corr_free(acc);
+        return st;
+    }
+    *out = acc;
+    return CS_OK;
+}
