@@ -1,0 +1,214 @@
+"""Locating and reading benchmark data files (read-only; nothing is copied).
+
+Search order for a dataset folder (first match wins):
+
+1. the ``data_dir`` argument (a datasets root holding ``<dataset>/``, or the dataset
+   folder itself); when given, nothing else is tried;
+2. ``$CORRSTEER_DATA`` (same two forms);
+3. ``<repo>/../shared/datasets`` where ``<repo>`` is the parent of the package folder
+   (an editable install or a source checkout);
+4. ``./../shared/datasets`` and ``./shared/datasets`` relative to the working directory.
+
+A folder qualifies when it contains a file matching the dataset's marker pattern. The
+error for a missing dataset lists every path tried and how to pass one. Where the
+datasets root has a ``SHA256SUMS`` file, the files a task reads are checked against it.
+
+The Hugging Face hub is an optional fallback (:func:`hf_rows`): it needs the
+``datasets`` package and network access, and says so cleanly when either is missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from corrsteer.errors import CorrsteerError
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "CORRSTEER_DATA"
+_VERIFIED: dict[Path, str] = {}
+
+
+def candidate_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The folders searched for datasets, in order (see the module docstring)."""
+    if data_dir is not None:
+        return [Path(data_dir).expanduser()]
+    roots: list[Path] = []
+    if os.environ.get(ENV_VAR):
+        roots.append(Path(os.environ[ENV_VAR]).expanduser())
+    repo = Path(__file__).resolve().parent.parent.parent
+    roots.append(repo.parent / "shared" / "datasets")
+    cwd = Path.cwd()
+    roots += [cwd.parent / "shared" / "datasets", cwd / "shared" / "datasets"]
+    unique: list[Path] = []
+    for r in roots:
+        if r not in unique:
+            unique.append(r)
+    return unique
+
+
+def dataset_dir(dataset: str, marker: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Find the folder of ``dataset`` (e.g. ``"bbq"``) holding files matching ``marker``.
+
+    Args:
+        dataset: sub-folder name under a datasets root.
+        marker: glob pattern relative to the dataset folder, e.g. ``"*.jsonl"``.
+        data_dir: explicit root or dataset folder; None = the default search order.
+
+    Returns:
+        the dataset folder.
+
+    Raises:
+        CorrsteerError: nothing found; the message lists every path tried.
+    """
+    tried: list[Path] = []
+    for root in candidate_roots(data_dir):
+        for folder in (root / dataset, root):
+            if folder in tried:
+                continue
+            tried.append(folder)
+            if folder.is_dir() and any(folder.glob(marker)):
+                logger.debug("dataset %s found at %s", dataset, folder)
+                return folder
+    hint = hf_status()
+    listing = "\n  ".join(str(p) for p in tried)
+    raise CorrsteerError(
+        f"dataset {dataset!r} not found (looked for {marker!r} in):\n  {listing}\n"
+        f"Pass data_dir='/path/to/datasets' (a folder holding {dataset}/) or set ${ENV_VAR}. "
+        f"Hub fallback: {hint}")
+
+
+def verify(path: Path) -> None:
+    """Check ``path`` against a ``SHA256SUMS`` in its dataset root or the root's parent.
+
+    Files not listed, or with no ``SHA256SUMS`` around, pass unchecked (user data).
+
+    Raises:
+        CorrsteerError: the file's SHA-256 differs from the listed one.
+    """
+    path = path.resolve()
+    if path in _VERIFIED:
+        return
+    for root in (path.parent, path.parent.parent, path.parent.parent.parent):
+        sums = root / "SHA256SUMS"
+        if not sums.is_file():
+            continue
+        rel = "./" + path.relative_to(root).as_posix()
+        expected = None
+        for line in sums.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1] in (rel, rel[2:]):
+                expected = parts[0].lower()
+        if expected is None:
+            break
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != expected:
+            raise CorrsteerError(
+                f"{path} does not match {sums} (sha256 {digest[:12]}... != {expected[:12]}...): "
+                "the file was modified or truncated; restore it, or pass verify=False to the task "
+                "to use it anyway")
+        break
+    _VERIFIED[path] = "ok"
+
+
+def require_columns(columns: Iterable[str], needed: Iterable[str], path: Path | str) -> None:
+    """Raise ValueError naming ``path`` and the missing columns, if any of ``needed`` is absent."""
+    have = list(columns)
+    missing = [c for c in needed if c not in have]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; the file has {have}")
+
+
+def read_csv(path: Path, needed: Iterable[str] = (), delimiter: str = ",", check: bool = True) -> list[dict]:
+    """Rows of a CSV file with a header, as dicts; missing columns are a ValueError."""
+    if check:
+        verify(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh, delimiter=delimiter)
+        require_columns(reader.fieldnames or [], needed, path)
+        return list(reader)
+
+
+def read_jsonl(path: Path, needed: Iterable[str] = (), check: bool = True) -> list[dict]:
+    """Objects of a JSON-lines file; a malformed line or a missing key is a ValueError."""
+    if check:
+        verify(path)
+    needed = list(needed)
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{i}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
+            missing = [k for k in needed if k not in row]
+            if missing:
+                raise ValueError(f"{path}:{i}: missing key(s) {missing}; the line has {sorted(row)}")
+            rows.append(row)
+    return rows
+
+
+def read_table(path: str | os.PathLike, needed: Iterable[str] = ()) -> list[dict]:
+    """Rows of a ``.csv``, ``.tsv``, ``.jsonl``/``.ndjson`` or ``.json`` (list of objects) file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"data file {path} does not exist; pass path= to an existing CSV/TSV/JSONL file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return read_csv(path, needed)
+    if suffix == ".tsv":
+        return read_csv(path, needed, delimiter="\t")
+    if suffix in (".jsonl", ".ndjson"):
+        return read_jsonl(path, needed)
+    if suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise ValueError(f"{path}: a .json data file must hold a list of objects")
+        for i, row in enumerate(data):
+            require_columns(row, needed, f"{path}[{i}]")
+        return data
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl or .json")
+
+
+def hf_available() -> bool:
+    """Whether the optional Hugging Face ``datasets`` package is importable."""
+    return importlib.util.find_spec("datasets") is not None
+
+
+def hf_status() -> str:
+    """One line saying whether the hub fallback can be used, and why not."""
+    if not hf_available():
+        return "not available (the `datasets` package is not installed: pip install datasets)"
+    if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE"):
+        return "not available (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set)"
+    return "available (the `datasets` package is installed; needs network access)"
+
+
+def hf_rows(hub_id: str, split: str, config: str | None = None) -> list[dict]:
+    """Rows of a hub dataset split via ``datasets.load_dataset``.
+
+    Raises:
+        CorrsteerError: the package is missing, the hub is switched off, or loading failed.
+    """
+    status = hf_status()
+    if not status.startswith("available"):
+        raise CorrsteerError(f"cannot load {hub_id!r} from the Hugging Face hub: {status}")
+    import datasets  # optional dependency, imported only on this path
+
+    try:
+        ds = datasets.load_dataset(hub_id, config, split=split)
+    except Exception as exc:  # network, auth or naming problems from a third-party package
+        raise CorrsteerError(f"loading {hub_id!r} ({config}, {split}) from the hub failed: {exc}; "
+                             "pass data_dir= to local files instead") from exc
+    return [dict(row) for row in ds]
