@@ -315,10 +315,12 @@ fail:
 static PyObject *py_build_info(PyObject *self, PyObject *noargs)
 {
     (void)self; (void)noargs;
-    return Py_BuildValue("{s:s,s:s,s:i,s:s,s:s,s:s}", "blas", cs_blas_name(),
+    return Py_BuildValue("{s:s,s:s,s:i,s:s,s:s,s:s,s:s,s:L}", "blas", cs_blas_name(),
                          "version", cs_blas_config(), "threads", cs_blas_get_num_threads(),
                          "compiler", CS_COMPILER, "flags", CS_CFLAGS,
-                         "core_version", CS_VERSION_STRING);
+                         "core_version", CS_VERSION_STRING,
+                         "small_rows_isa", cs_blas_small_rows_isa(),
+                         "small_rows_max", (long long)cs_blas_small_rows_max());
 }
 
 static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs)

@@ -87,6 +87,12 @@ const char *cs_blas_config(void);
 int cs_blas_get_num_threads(void);
 /* Set BLAS threads (n >= 1); no-op for the naive fallback. */
 void cs_blas_set_num_threads(int n);
+/* Products with at most cs_blas_small_rows_max() rows, while BLAS runs on at most two
+ * threads, skip BLAS for a streaming kernel that reads W_enc once without packing it;
+ * cs_blas_small_rows_isa() names the build this CPU runs: "avx512f+fma", "avx2+fma"
+ * or "plain". */
+int64_t cs_blas_small_rows_max(void);
+const char *cs_blas_small_rows_isa(void);
 
 /* ------------------------------------------------------------------- SAE */
 

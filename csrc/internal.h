@@ -13,14 +13,33 @@
 
 #include "corrsteer.h"
 
-/* Rows per GEMM for the whole-sequence kernels; the pooler uses its buffer_rows. */
-#define CS_ROW_BLOCK 256
-/* Floats in one activation tile (rows x columns): 256 rows x 4096 columns, 4 MiB.
- * Narrower column blocks make each sgemm call too small (measured at 2304 -> 16384,
- * 512 rows: 1024 columns ran ~3x slower than one full-width sgemm, 4096 ~1.3x). The
- * C tests build with a tiny tile so that their small shapes cross many blocks. */
+/* Rows per GEMM for the whole-sequence kernels; the pooler uses its buffer_rows.
+ * OpenBLAS packs W_enc once per call, so fewer, taller calls pack it less often:
+ * measured at 512 x 2304 -> 16384, two 256-row chunks ran ~8% slower than one sgemm
+ * over all 512 rows, one 512-row chunk in 2048-column blocks within 2%. */
+#define CS_ROW_BLOCK 512
+/* Floats in one activation tile (rows x columns): 4 MiB, 512 rows x 2048 columns.
+ * Far narrower column blocks make each sgemm call too small. The C tests build with
+ * a tiny tile so that their small shapes cross many blocks. */
 #ifndef CS_TILE_ELEMS
-#define CS_TILE_ELEMS (256 * 4096)
+#define CS_TILE_ELEMS (512 * 2048)
+#endif
+
+/* At most this many rows go through the streaming sgemm (cs_sgemm_small) instead of
+ * BLAS: measured on one thread at 640 and 2304 -> 16384, it beats OpenBLAS by ~2-3x
+ * at 8 rows and ~1.3x at 16-24 rows (packing W_enc dominates BLAS there), and loses
+ * ~10-20% at 32 rows, where the work turns compute-bound. */
+#define CS_SMALL_ROWS 24
+/* ... and only while BLAS runs on at most this many threads: the streaming kernel
+ * is single-threaded, and OpenBLAS's three passes over W_enc (read, pack, read) on
+ * T cores can beat one pass on one core once T >= 3 (an argument, not a measurement:
+ * the 2-core development machine cannot show it). */
+#define CS_SMALL_MAX_THREADS 2
+/* Floats in the streaming kernel's (rows x cols) tile: 512 KiB stays in L2. */
+#if CS_TILE_ELEMS < 131072
+#define CS_SMALL_TILE_ELEMS CS_TILE_ELEMS
+#else
+#define CS_SMALL_TILE_ELEMS 131072
 #endif
 
 /* *out = a * b; CS_ERR_SIZE for a negative factor, CS_ERR_OVERFLOW on overflow. */
@@ -33,6 +52,40 @@ cs_status cs_alloc(int64_t n, size_t elem_size, int zero, void **out);
  * Checks that every size fits the BLAS integer. */
 cs_status cs_sgemm(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda,
                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* C (m, n) = A (m, k) @ B (k, n), reading B once in row order (no packing); right
+ * for any m but faster than BLAS only for a few rows (CS_SMALL_ROWS). C should be a
+ * tile of cs_sgemm_small_cols(m, n) columns so that it stays in cache. The SIMD
+ * build is chosen at run time. */
+cs_status cs_sgemm_small(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float *C, int64_t ldc);
+/* 1 if an m-row product should take cs_sgemm_small (m <= CS_SMALL_ROWS and BLAS
+ * threads <= CS_SMALL_MAX_THREADS). */
+int cs_sgemm_small_wanted(int64_t m);
+/* Tile width for cs_sgemm_small: CS_SMALL_TILE_ELEMS / m, a multiple of 16, <= n. */
+int64_t cs_sgemm_small_cols(int64_t m, int64_t n);
+/* Run-time SIMD dispatch for the hot loops (streaming sgemm, accumulator update):
+ * on x86 with GCC or Clang each loop is also compiled for AVX2+FMA and AVX-512F
+ * through __attribute__((target)), and the widest build the CPU runs is called; the
+ * default build stays portable (no -march). Elsewhere only CS_SIMD_PLAIN exists. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define CS_X86_DISPATCH 1
+#endif
+#if defined(__GNUC__)
+#define CS_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define CS_ALWAYS_INLINE inline
+#endif
+enum { CS_SIMD_PLAIN = 0, CS_SIMD_AVX2 = 1, CS_SIMD_AVX512 = 2 };
+/* 1 if this CPU and OS run SIMD level `level` (PLAIN always). */
+int cs_simd_supported(int level);
+/* The widest level supported here. */
+int cs_simd_best(void);
+/* cs_sgemm_small with a chosen build (for tests); CS_ERR_ARG if this CPU lacks it. */
+cs_status cs_sgemm_small_build(int build, int64_t m, int64_t n, int64_t k, const float *A,
+                               int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc);
+/* cs_corr_update with a chosen SIMD level (for tests); CS_ERR_ARG if this CPU lacks it. */
+cs_status cs_corr_update_simd(int level, cs_corr *acc, const float *z, const double *y,
+                              int64_t n);
 /* Largest dimension the linked BLAS accepts. */
 int64_t cs_blas_int_max(void);
 

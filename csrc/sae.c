@@ -8,9 +8,12 @@
  * The fused kernel (cs_pool_chunk) never materialises (rows, d_sae): it walks d_sae
  * in column blocks sized so that the (rows x cols) tile holds CS_TILE_ELEMS floats
  * (4 MiB), runs one sgemm for all rows of the block, and folds the tile straight into
- * the pooled state (max, or a double sum for mean) in one pass while it is in cache. Every f
- * is >= 0 (thresholds are checked >= 0), so a max state starts at 0 and a sequence
- * without rows pools to 0.
+ * the pooled state (max, or a double sum for mean) in one pass while it is in cache.
+ * A few rows (<= CS_SMALL_ROWS, on few BLAS threads) take the streaming
+ * cs_sgemm_small instead, which reads W_enc once without packing it, on a tile of at
+ * most CS_SMALL_TILE_ELEMS floats that stays in L2; cs_sae_encode does the same.
+ * Every f is >= 0 (thresholds are checked >= 0), so a max state starts at 0 and a
+ * sequence without rows pools to 0.
  * TopK needs the row's global top-k before pooling: each row keeps a running
  * selection (a k-entry heap whose root is the worst kept entry) across the column
  * blocks; columns arrive in increasing index order, so a candidate equal to the
@@ -197,11 +200,14 @@ cs_status cs_pool_chunk(const cs_sae *sae, cs_work *w, const float *xc, const in
     const int64_t k = sae->k;
     if (m == 0) return CS_OK;
     if (m > w->rows_cap) return CS_ERR_SIZE;
-    const int64_t cols = tile_cols(m, d_sae, w->tile_elems);
+    const int small = cs_sgemm_small_wanted(m);
+    const int64_t cols = small ? cs_sgemm_small_cols(m, d_sae) : tile_cols(m, d_sae, w->tile_elems);
     if (topk) memset(w->heap_n, 0, (size_t)m * sizeof(int64_t));
     for (int64_t c0 = 0; c0 < d_sae; c0 += cols) {
         const int64_t nc = d_sae - c0 < cols ? d_sae - c0 : cols;
-        cs_status st = cs_sgemm(m, nc, d_in, xc, d_in, sae->W_enc + c0, d_sae, 0.0f, w->tile, nc);
+        cs_status st = small
+            ? cs_sgemm_small(m, nc, d_in, xc, d_in, sae->W_enc + c0, d_sae, w->tile, nc)
+            : cs_sgemm(m, nc, d_in, xc, d_in, sae->W_enc + c0, d_sae, 0.0f, w->tile, nc);
         if (st != CS_OK) return st;
         const float *bias = sae->b_enc + c0;
         const float *thr = sae->threshold != NULL ? sae->threshold + c0 : NULL;
@@ -295,8 +301,15 @@ cs_status cs_sae_encode(const cs_sae *sae, const float *x, int64_t n_rows, float
             a = xc;
         }
         float *out = f + r0 * d_sae;
-        if ((st = cs_sgemm(m, d_sae, d_in, a, d_in, sae->W_enc, d_sae, 0.0f, out, d_sae)) != CS_OK)
-            goto fail;
+        if (cs_sgemm_small_wanted(m)) {
+            const int64_t cols = cs_sgemm_small_cols(m, d_sae);
+            for (int64_t c0 = 0; c0 < d_sae && st == CS_OK; c0 += cols)
+                st = cs_sgemm_small(m, d_sae - c0 < cols ? d_sae - c0 : cols, d_in, a, d_in,
+                                    sae->W_enc + c0, d_sae, out + c0, d_sae);
+        } else {
+            st = cs_sgemm(m, d_sae, d_in, a, d_in, sae->W_enc, d_sae, 0.0f, out, d_sae);
+        }
+        if (st != CS_OK) goto fail;
         for (int64_t i = 0; i < m; ++i) activate_row(sae, out + i * d_sae, heap_v, heap_i);
     }
     st = CS_OK;

@@ -1,8 +1,17 @@
 /*
  * test_sae.c -- encode, fused encode + pooling (whole sequences, tagged rows, the
- * streaming pooler) against the naive references in check.h, plus bad input.
+ * streaming pooler) against the naive references in check.h, plus bad input; and
+ * the small-row streaming sgemm (cs_sgemm_small, blas.c) against a naive double
+ * product for every build this CPU runs (plain, AVX2+FMA, AVX-512+FMA) at 1 to 33
+ * rows, with the encode and pooling paths around its cut-over (up to CS_SMALL_ROWS
+ * rows stream on one BLAS thread; more rows, and any count on four threads, go to
+ * BLAS). Small-kernel shapes: k (= d_in) not a multiple of its 8-row groups of B,
+ * n (= d_sae) not a multiple of its 256-column strips or the 16-float tile rounding,
+ * padded leading dimensions; grid data must match exactly, uniform data with
+ * k = 300 within float32 rounding.
  */
 #include "check.h"
+#include "internal.h"
 
 typedef struct {
     cs_sae s;
@@ -206,6 +215,134 @@ static void test_bad_input(void)
     free_sae(&o);
 }
 
+/* ------------------------------------------------ small-row streaming sgemm */
+
+/* C (m, n) = A @ B in double, then rounded. */
+static void naive_gemm(int64_t m, int64_t n, int64_t k, const float *A, int64_t lda,
+                       const float *B, int64_t ldb, double *C)
+{
+    for (int64_t r = 0; r < m; ++r)
+        for (int64_t j = 0; j < n; ++j) {
+            double acc = 0.0;
+            for (int64_t p = 0; p < k; ++p) acc += (double)A[r * lda + p] * (double)B[p * ldb + j];
+            C[r * n + j] = acc;
+        }
+}
+
+static float *uniform_array(int64_t n)
+{
+    float *a = malloc((size_t)n * sizeof(float));
+    if (a == NULL) { fprintf(stderr, "test allocation failed\n"); exit(2); }
+    for (int64_t i = 0; i < n; ++i) a[i] = rng_uniform();
+    return a;
+}
+
+/* One product through build b with lda = k + pad, ldb = ldc = n + pad; grid data
+ * must match exactly, uniform data within 1e-5 relative + 1e-6 k absolute (float32 rounding). */
+static void check_shape(int b, int64_t m, int64_t n, int64_t k, int64_t pad, int grid)
+{
+    const int64_t lda = k + pad, ldb = n + pad, ldc = n + pad;
+    float *A = grid ? rand_array(m * lda, 1.0f) : uniform_array(m * lda);
+    float *B = grid ? rand_array(k * ldb, 0.5f) : uniform_array(k * ldb);
+    float *C = malloc((size_t)(m * ldc + 1) * sizeof(float));
+    double *want = malloc((size_t)(m * n + 1) * sizeof(double));
+    for (int64_t i = 0; i < m * ldc; ++i) C[i] = NAN;  /* every element must be written */
+    naive_gemm(m, n, k, A, lda, B, ldb, want);
+    CHECK_ST(cs_sgemm_small_build(b, m, n, k, A, lda, B, ldb, C, ldc), CS_OK);
+    int bad = 0;
+    for (int64_t r = 0; r < m; ++r)
+        for (int64_t j = 0; j < n; ++j) {
+            const double got = C[r * ldc + j], w = want[r * n + j];
+            bad += grid ? got != (double)(float)w : !close_f(got, w, 1e-5, 1e-6 * (double)k);
+        }
+    /* padding columns are the caller's and must be left alone */
+    for (int64_t r = 0; r < m; ++r)
+        for (int64_t j = n; j < ldc; ++j) bad += !isnan(C[r * ldc + j]);
+    CHECK(bad == 0);
+    if (bad) fprintf(stderr, "  small sgemm build=%d m=%lld n=%lld k=%lld pad=%lld grid=%d: %d mismatches\n",
+                     b, (long long)m, (long long)n, (long long)k, (long long)pad, grid, bad);
+    free(A); free(B); free(C); free(want);
+}
+
+static void test_small_builds(void)
+{
+    const int64_t rows[] = {1, 2, 3, 4, 5, 7, 8, 9, CS_SMALL_ROWS, 31, 32, 33};
+    const int64_t ks[] = {1, 7, 8, 9, 17, 40};
+    const int64_t ns[] = {1, 15, 16, 17, 255, 256, 257, 600};
+    int n_builds = 0;
+    for (int b = CS_SIMD_PLAIN; b <= CS_SIMD_AVX512; ++b) {
+        float one = 1.0f, out = 0.0f;
+        if (cs_sgemm_small_build(b, 1, 1, 1, &one, 1, &one, 1, &out, 1) == CS_ERR_ARG) continue;
+        ++n_builds;
+        CHECK(out == 1.0f);
+        for (size_t ri = 0; ri < sizeof(rows) / sizeof(rows[0]); ++ri)
+            for (size_t ki = 0; ki < sizeof(ks) / sizeof(ks[0]); ++ki)
+                for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ++ni)
+                    check_shape(b, rows[ri], ns[ni], ks[ki], (int64_t)(ni % 3), 1);
+        check_shape(b, 8, 1031, 300, 5, 0);
+        check_shape(b, 32, 300, 300, 0, 0);
+        check_shape(b, 1, 2048, 300, 1, 0);
+    }
+    CHECK(n_builds >= 1);
+    CHECK(cs_simd_supported(CS_SIMD_PLAIN) && cs_simd_supported(cs_simd_best()));
+    CHECK(cs_blas_small_rows_isa() != NULL);
+    CHECK(cs_blas_small_rows_max() == CS_SMALL_ROWS);
+    fprintf(stderr, "test_sae: small-row sgemm: %d builds run here, best %s\n", n_builds, cs_blas_small_rows_isa());
+}
+
+static void test_small_cols_and_bad_input(void)
+{
+    float a[4] = {0}, c[4];
+    CHECK_ST(cs_sgemm_small(-1, 1, 1, a, 1, a, 1, c, 1), CS_ERR_SIZE);
+    CHECK_ST(cs_sgemm_small(1, 2, 2, a, 1, a, 2, c, 2), CS_ERR_SIZE);   /* lda < k */
+    CHECK_ST(cs_sgemm_small(1, 2, 1, a, 1, a, 2, c, 1), CS_ERR_SIZE);   /* ldc < n */
+    CHECK_ST(cs_sgemm_small(1, 1, 1, NULL, 1, a, 1, c, 1), CS_ERR_NULL);
+    CHECK_ST(cs_sgemm_small(0, 1, 1, NULL, 1, NULL, 1, NULL, 1), CS_OK);
+    CHECK_ST(cs_sgemm_small_build(7, 1, 1, 1, a, 1, a, 1, c, 1), CS_ERR_ARG);
+    for (int64_t m = 1; m <= 40; ++m) {
+        const int64_t n = 100003, cols = cs_sgemm_small_cols(m, n);
+        CHECK(cols >= 16 && cols <= n && (cols == n || cols % 16 == 0));
+        CHECK(cols * m <= (CS_SMALL_TILE_ELEMS > 16 * m ? CS_SMALL_TILE_ELEMS : 16 * m));
+        CHECK(cs_sgemm_small_cols(m, 5) == 5);
+    }
+}
+
+/* encode and fused max/mean pooling at row counts around CS_SMALL_ROWS, against a
+ * naive encode, on grid data (exact) and with d_sae crossing several small tiles */
+static void test_small_paths(int64_t n_rows, int64_t d_in, int64_t d_sae, cs_arch arch)
+{
+    owned_sae o = make_sae(d_in, d_sae, arch, 5, 1);
+    const cs_sae s = o.s;
+    float *x = rand_array(n_rows * d_in, 1.0f);
+    float *f = malloc((size_t)(n_rows * d_sae) * sizeof(float));
+    float *g = malloc((size_t)d_sae * sizeof(float));
+    float *zmax = malloc((size_t)d_sae * sizeof(float)), *zmean = malloc((size_t)d_sae * sizeof(float));
+    float *want_max = calloc((size_t)d_sae, sizeof(float));
+    double *want_sum = calloc((size_t)d_sae, sizeof(double));
+    CHECK_ST(cs_sae_encode(&s, x, n_rows, f), CS_OK);
+    int bad = 0;
+    for (int64_t r = 0; r < n_rows; ++r) {
+        naive_encode_row(&s, x + r * d_in, g);
+        for (int64_t j = 0; j < d_sae; ++j) {
+            bad += f[r * d_sae + j] != g[j];
+            want_sum[j] += g[j];
+            if (g[j] > want_max[j]) want_max[j] = g[j];
+        }
+    }
+    /* all rows in one sequence: the pooled chunk has n_rows rows */
+    CHECK_ST(cs_sae_encode_pooled(&s, x, NULL, 1, n_rows, CS_POOL_MAX, zmax), CS_OK);
+    CHECK_ST(cs_sae_encode_pooled(&s, x, NULL, 1, n_rows, CS_POOL_MEAN, zmean), CS_OK);
+    for (int64_t j = 0; j < d_sae; ++j) {
+        bad += zmax[j] != want_max[j];
+        bad += !close_f(zmean[j], want_sum[j] / (double)n_rows, 1e-6, 1e-7);
+    }
+    CHECK(bad == 0);
+    if (bad) fprintf(stderr, "  small paths arch=%d n_rows=%lld d_in=%lld d_sae=%lld: %d mismatches\n",
+                     arch, (long long)n_rows, (long long)d_in, (long long)d_sae, bad);
+    free_sae(&o); free(x); free(f); free(g);
+    free(zmax); free(zmean); free(want_max); free(want_sum);
+}
+
 int main(void)
 {
     rng_seed(1);
@@ -213,13 +350,32 @@ int main(void)
     for (int a = 0; a < 3; ++a)
         for (int apply = 0; apply < 2; ++apply) {
             test_encode(archs[a], apply, 5, 7, 33);
-            test_encode(archs[a], apply, 300, 16, 40);   /* more than one row block */
+            test_encode(archs[a], apply, 600, 16, 40);   /* more than one row block (CS_ROW_BLOCK) */
             for (int mode = 0; mode < 2; ++mode) {
                 test_pooled(archs[a], (cs_pool_mode)mode, apply, 3, 9, 6, 20);
-                test_pooled(archs[a], (cs_pool_mode)mode, apply, 2, 150, 8, 1100); /* > 1 row chunk, > 1 column block */
+                test_pooled(archs[a], (cs_pool_mode)mode, apply, 2, 300, 8, 1100); /* > 1 row chunk, > 1 column block */
             }
         }
     test_topk_ties();
     test_bad_input();
+    /* the small-row streaming sgemm and the paths around its cut-over */
+    test_small_builds();
+    test_small_cols_and_bad_input();
+    const int64_t rows[] = {1, 7, 8, CS_SMALL_ROWS - 1, CS_SMALL_ROWS, CS_SMALL_ROWS + 1, 31, 32, 33};
+    /* one BLAS thread: <= CS_SMALL_ROWS rows stream; then four threads (an OpenBLAS
+     * build only): every row count goes through BLAS, with the same results */
+    const int threads_before = cs_blas_get_num_threads();
+    const int threads[2] = {1, 4};
+    for (int t = 0; t < 2; ++t) {
+        cs_blas_set_num_threads(threads[t]);
+        CHECK(cs_sgemm_small_wanted(8) == (cs_blas_get_num_threads() <= CS_SMALL_MAX_THREADS));
+        CHECK(!cs_sgemm_small_wanted(CS_SMALL_ROWS + 1));
+        for (size_t r = 0; r < sizeof(rows) / sizeof(rows[0]); ++r)
+            for (int a = 0; a < 3; ++a) {
+                test_small_paths(rows[r], 13, 1100, archs[a]);   /* d_sae not a multiple of any tile */
+                test_small_paths(rows[r], 8, 37, archs[a]);
+            }
+    }
+    cs_blas_set_num_threads(threads_before);
     return check_summary("test_sae");
 }
