@@ -1,0 +1,215 @@
+"""``steer`` and ``capture``: context managers that act at exactly the generation positions.
+
+Both attach to the residual stream of decoder layers (the SAE's site, ``resid_post``
+by default, see ``corrsteer.sites``) and both act only on the columns that
+``corrsteer.positions`` marks as generation positions (METHOD.md §2): for a prompt of
+``n`` tokens and ``T`` generated ones, the positions ``n-1 … n+T-2``, counted by
+absolute position, so that the result is the same with the KV cache on or off, for a
+sequence alone or in a left-padded batch. ``positions="all"`` takes every non-padding
+position instead. Hooks are removed when the block ends, also after an exception.
+
+Example:
+    >>> with steer(model, {6: vector}, scale=2.0):                     # doctest: +SKIP
+    ...     out = model.generate(**batch, max_new_tokens=32, do_sample=False)
+    >>> with capture(model, {6: sae}, pool="max") as cap:              # doctest: +SKIP
+    ...     out = model.generate(**batch, max_new_tokens=32, do_sample=False)
+    >>> cap.result()[6].shape                                          # doctest: +SKIP
+    (4, 16384)
+
+When both are active at one site, steering runs first: capture reads the steered stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from corrsteer import positions as _positions
+from corrsteer.capturing import Capture
+from corrsteer.layers import d_model, find_layers
+from corrsteer.sites import attach, check_layer, check_site
+
+log = logging.getLogger(__name__)
+
+POSITIONS = ("generation", "all")
+
+__all__ = ["POSITIONS", "Capture", "Steering", "capture", "steer"]
+
+
+def check_positions(positions: Any) -> str:
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+    return positions
+
+
+class Steering:
+    """Adds steering vectors to the residual stream while the block runs (see :func:`steer`)."""
+
+    def __init__(self, model: torch.nn.Module, interventions: Any, positions: str = "generation",
+                 scale: float = 1.0) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module (a transformers model), got {type(model).__name__}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise ValueError(f"scale must be a finite number, got {scale!r}")
+        self.model = model
+        self.positions = check_positions(positions)
+        self.scale = float(scale)
+        self.layers = find_layers(model)
+        width = d_model(model)
+        self.vectors: dict[tuple[int, str], torch.Tensor] = {}  # (layer, site) -> (d_model,) float32
+        for layer, vector, site in _parse_interventions(interventions):
+            what = f"intervention at layer {layer}"
+            layer = check_layer(layer, len(self.layers), what)
+            key = (layer, check_site(site, what))
+            vec = _vector(vector, width, what)
+            self.vectors[key] = self.vectors[key] + vec if key in self.vectors else vec
+        self._handles: list[Any] = []
+        self._tracker: _positions.PositionTracker | None = None
+        if not self.vectors:
+            log.info("steer(): no interventions, the model runs unsteered")
+
+    def __enter__(self) -> Steering:
+        if self._tracker is not None:
+            raise RuntimeError("this steer() context is already active; create a new one to nest")
+        self._tracker = _positions.acquire(self.model)
+        try:
+            for (layer, site), vec in self.vectors.items():
+                fn = self._site_fn(layer, site, vec * self.scale)
+                self._handles.append(attach(self.layers[layer], site, fn, prepend=True))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._remove()
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if self._tracker is not None:
+            _positions.release(self._tracker)
+            self._tracker = None
+
+    def _site_fn(self, layer: int, site: str, vec: torch.Tensor) -> Any:
+        tracker = self._tracker
+        where = f"steer() at layer {layer} ({site})"
+        generation = self.positions == "generation"
+        cast: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+        def fn(hidden: torch.Tensor) -> torch.Tensor:  # hidden: (n_rows, n_cols, d_model)
+            call = tracker.current(hidden, where)
+            start = max(call.first_gen - call.past, 0) if generation else 0
+            if start >= call.n_cols:
+                return hidden
+            key = (hidden.dtype, hidden.device)
+            v = cast.get(key)
+            if v is None:
+                v = cast[key] = vec.to(device=hidden.device, dtype=hidden.dtype)
+            valid = None if call.valid is None else call.valid[:, start:, None]
+            if start == 0 and valid is None:
+                return hidden + v
+            seg = hidden[:, start:]
+            new = seg + v if valid is None else torch.where(valid, seg + v, seg)
+            return new if start == 0 else torch.cat([hidden[:, :start], new], dim=1)
+
+        return fn
+
+
+def steer(model: torch.nn.Module, interventions: Any, positions: str = "generation",
+          scale: float = 1.0) -> Steering:
+    """Add ``scale × vector`` to the residual stream at the generation positions.
+
+    Args:
+        model: a transformers causal LM (or its base model).
+        interventions: ``{layer: vector}``, a list of ``(layer, vector)`` or
+            ``(layer, vector, site)``, objects with ``.layer`` and ``.vector``, a
+            ``Selection`` (anything with ``.interventions()``), or the path of a
+            folder written by ``corrsteer.selection.save_selection``. Vectors are
+            (d_model,) numpy arrays or torch tensors; vectors at the same layer add up.
+        positions: ``"generation"`` (positions ``n-1 … n+T-2``) or ``"all"`` (every
+            non-padding position, prompt included).
+        scale: factor on every vector.
+
+    Returns:
+        A context manager; nesting adds the vectors of both contexts.
+
+    Raises:
+        ValueError / TypeError: a layer out of range, a vector of the wrong shape, a
+            non-finite value, an unsupported site.
+    """
+    return Steering(model, interventions, positions=positions, scale=scale)
+
+
+def capture(model: torch.nn.Module, saes: Any, pool: str = "max", positions: str = "generation",
+            backend: str = "auto") -> Capture:
+    """Pool SAE activations per sequence over the generation positions while the block runs.
+
+    Args:
+        model: a transformers causal LM (or its base model).
+        saes: ``{layer: SAE}`` or a sequence of SAEs (each with ``.layer`` set); each
+            is read at its own site (``sae.site``).
+        pool: ``"max"`` or ``"mean"`` over positions (METHOD.md §3).
+        positions: ``"generation"`` or ``"all"`` (every non-padding position).
+        backend: ``"core"`` (the C core's streaming ``corrsteer.Pooler`` on the CPU),
+            ``"torch"`` (encode and pool in torch on the model's device) or ``"auto"``
+            (torch when the model is on a GPU, else core).
+
+    Returns:
+        A :class:`corrsteer.capturing.Capture`; after the block ``cap.result()`` gives
+        ``{layer: (n_seq, d_sae) float32}``, one row per sequence of every ``generate``
+        call (or top-level forward) in call order; ``cap.results`` one dict per call.
+    """
+    return Capture(model, saes, pool=pool, positions=check_positions(positions), backend=backend)
+
+
+def _parse_interventions(interventions: Any) -> list[tuple[Any, Any, str]]:
+    """Normalise every accepted form to ``[(layer, vector, site)]``."""
+    if isinstance(interventions, (str, os.PathLike)):
+        from corrsteer.selection import load_selection
+
+        interventions = load_selection(interventions)
+    if callable(getattr(interventions, "interventions", None)):
+        interventions = interventions.interventions()
+    if isinstance(interventions, Mapping):
+        items: list[Any] = list(interventions.items())
+    elif isinstance(interventions, (list, tuple)):
+        items = list(interventions)
+    else:
+        raise TypeError("interventions must be a {layer: vector} mapping, a list of (layer, vector) pairs, a "
+                        f"Selection or a selection folder path, got {type(interventions).__name__}")
+    out = []
+    for item in items:
+        if hasattr(item, "layer") and hasattr(item, "vector"):
+            out.append((item.layer, item.vector, getattr(item, "site", None) or "resid_post"))
+        elif isinstance(item, (list, tuple)) and len(item) in (2, 3):
+            out.append((item[0], item[1], item[2] if len(item) == 3 else "resid_post"))
+        else:
+            raise TypeError(f"each intervention must be (layer, vector) or (layer, vector, site), got {item!r}")
+    return out
+
+
+def _vector(vector: Any, d_model: int | None, what: str) -> torch.Tensor:
+    """A (d_model,) float32 CPU tensor from a numpy array or tensor, checked."""
+    if torch.is_tensor(vector):
+        vec = vector.detach().to("cpu")
+    elif isinstance(vector, np.ndarray):
+        vec = torch.from_numpy(np.ascontiguousarray(vector))
+    else:
+        raise TypeError(f"{what}: the vector must be a numpy array or torch tensor, got {type(vector).__name__}")
+    if not vec.is_floating_point():
+        raise TypeError(f"{what}: the vector must be floating point, got {vec.dtype}")
+    if vec.ndim != 1 or (d_model is not None and vec.shape[0] != d_model):
+        raise ValueError(f"{what}: the vector has shape {tuple(vec.shape)} but the model has "
+                         f"d_model={d_model}; expected ({d_model},)")
+    vec = vec.to(torch.float32)
+    if not bool(torch.isfinite(vec).all()):
+        raise ValueError(f"{what}: the vector contains NaN or inf")
+    return vec
