@@ -1,0 +1,278 @@
+"""Selection rules (METHOD.md §5) on fake correlations and fake validation scores."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from corrsteer.selection import (SELECTION_JSON, VECTORS_FILE, Selection, load_selection, save_selection, select,
+                                 top_features)
+
+D = 6  # d_sae == d_in so that W_dec = I and a vector names its feature
+
+
+class FakeAcc:
+    """Just what selection reads from an accumulator: fixed r and coefficients."""
+
+    def __init__(self, r: list[float], c: list[float] | None = None, n: int = 10, n_pos: int = 5) -> None:
+        self.r = np.asarray(r, dtype=np.float64)
+        self.c = np.asarray(c if c is not None else np.arange(1, len(r) + 1), dtype=np.float64)
+        self.d_sae, self.n, self.n_positive = len(r), n, n_pos
+
+    def correlation(self) -> np.ndarray:
+        return self.r.copy()
+
+    def coefficient(self) -> np.ndarray:
+        return self.c.copy()
+
+
+def eye_saes(layers: list[int], scale: float = 1.0) -> dict[int, SimpleNamespace]:
+    return {l: SimpleNamespace(W_dec=np.eye(D, dtype=np.float32) * scale) for l in layers}
+
+
+def decode(interventions: list[tuple[int, np.ndarray]]) -> set[tuple[int, int, int]]:
+    """(layer, index, sign) of every nonzero component of every vector (W_dec = I)."""
+    out = set()
+    for layer, v, *_site in interventions:
+        for i in np.flatnonzero(v):
+            out.add((layer, int(i), int(np.sign(v[i]))))
+    return out
+
+
+class FakeValidator:
+    """Scores each candidate from a table keyed by (layer, sign); records every call."""
+
+    def __init__(self, baseline: float, table: dict[tuple[int, int], float]) -> None:
+        self.baseline, self.table, self.calls = baseline, table, []
+
+    def __call__(self, interventions: list[tuple[int, np.ndarray]]) -> float:
+        keys = decode(interventions)
+        self.calls.append(keys)
+        if not keys:
+            return self.baseline
+        (layer, _, sign), = {(l, 0, s) for l, _, s in keys}  # one candidate: one layer, one sign
+        return self.table[(layer, sign)]
+
+
+ACCS = {
+    0: FakeAcc([0.1, 0.3, -0.2, 0.0, 0.3, -0.5]),   # i+ = 1 (tie with 4 -> lower index), i- = 5
+    1: FakeAcc([0.0, -0.1, 0.6, 0.2, -0.4, 0.1]),   # i+ = 2, i- = 4
+    2: FakeAcc([-0.3, -0.3, 0.0, 0.0, 0.0, 0.0]),   # no positive, i- = 0 (tie with 1)
+}
+
+
+def test_top_features_order_ties_and_signs() -> None:
+    acc = FakeAcc([0.2, 0.5, -0.1, 0.5, -0.7, 0.0], c=[1, 2, 3, 4, 5, 6])
+    pos = top_features(acc, +1, 3, layer=4, scale=2.0)
+    assert [f.index for f in pos] == [1, 3, 0]
+    assert [f.coefficient for f in pos] == [4.0, 8.0, 2.0]
+    assert all(f.layer == 4 and f.sign == 1 for f in pos)
+    neg = top_features(acc, -1, 5, layer=4)
+    assert [f.index for f in neg] == [4, 2]          # only r < 0; zero is neither sign
+    assert [f.coefficient for f in neg] == [-5.0, -3.0]
+    assert [f.mean_pos for f in neg] == [5.0, 3.0]
+
+
+def test_negative_feature_gets_minus_abs_coefficient_even_if_c_negative() -> None:
+    acc = FakeAcc([0.1, -0.4], c=[2.0, -3.0])
+    (f,) = top_features(acc, -1, 1, layer=0)
+    assert f.coefficient == -3.0
+
+
+def test_single_takes_largest_r_over_layers_lower_layer_on_tie() -> None:
+    sel = select(ACCS, eye_saes([0, 1, 2]), "single")
+    assert [(f.layer, f.index, f.r) for f in sel.features] == [(1, 2, 0.6)]
+    np.testing.assert_array_equal(sel.vectors[1], 3.0 * np.eye(D, dtype=np.float32)[2])
+    tie = {3: FakeAcc([0.0, 0.5]), 1: FakeAcc([0.5, 0.0])}
+    sel = select(tie, {l: SimpleNamespace(W_dec=np.eye(2, dtype=np.float32)) for l in tie}, "single")
+    assert [(f.layer, f.index) for f in sel.features] == [(1, 0)]
+    assert [c.kept for c in sel.candidates] == [True, False]
+
+
+def test_all_steers_every_layers_positive_and_skips_layers_without_one() -> None:
+    sel = select(ACCS, eye_saes([0, 1, 2], scale=2.0), "all", scale=0.5)
+    assert [(f.layer, f.index) for f in sel.features] == [(0, 1), (1, 2)]
+    assert decode(sel.interventions()) == {(0, 1, 1), (1, 2, 1)}
+    # vector = scale * c * W_dec[i] = 0.5 * 2 * (2 * e_1)
+    np.testing.assert_allclose(sel.vectors[0], 2.0 * np.eye(D)[1])
+    assert sel.baseline_score is None and all(c.score is None for c in sel.candidates)
+
+
+def test_top_k_candidate_steers_k_features_together() -> None:
+    sel = select(ACCS, eye_saes([0, 1, 2]), "all", top_k=2)
+    assert decode(sel.interventions()) == {(0, 1, 1), (0, 4, 1), (1, 2, 1), (1, 3, 1)}
+    np.testing.assert_allclose(sel.vectors[0], 2.0 * np.eye(D)[1] + 5.0 * np.eye(D)[4])
+
+
+def test_global_validates_each_candidate_once_and_baseline_once() -> None:
+    v = FakeValidator(0.5, {(0, 1): 0.55, (0, -1): 0.70, (1, 1): 0.60, (1, -1): 0.40, (2, -1): 0.70})
+    sel = select(ACCS, eye_saes([0, 1, 2]), "global", validate=v)
+    assert v.calls[0] == set()                       # baseline first, then one call per candidate
+    assert len(v.calls) == 1 + 5
+    # tie 0.70 between (0,-1) and (2,-1): lower layer wins
+    assert [(f.layer, f.index, f.sign) for f in sel.features] == [(0, 5, -1)]
+    assert sel.features[0].coefficient == -6.0
+    assert decode(sel.interventions()) == {(0, 5, -1)}
+    assert sel.baseline_score == 0.5
+
+
+def test_global_prefers_positive_on_equal_score() -> None:
+    v = FakeValidator(0.5, {(0, 1): 0.6, (0, -1): 0.6, (1, 1): 0.6, (1, -1): 0.6, (2, -1): 0.6})
+    sel = select(ACCS, eye_saes([0, 1, 2]), "global", validate=v)
+    assert [(f.layer, f.sign) for f in sel.features] == [(0, 1)]
+
+
+def test_pruned_keeps_only_strictly_better_layers_and_prefers_positive_on_tie() -> None:
+    table = {(0, 1): 0.5,                 # layer 0: both equal to baseline -> not kept (strict)
+             (0, -1): 0.5,
+             (1, 1): 0.6, (1, -1): 0.6,   # tie above baseline -> the positive one
+             (2, -1): 0.55}               # only a negative candidate, above baseline -> kept
+    sel = select(ACCS, eye_saes([0, 1, 2]), "pruned", validate=FakeValidator(0.5, table))
+    assert decode(sel.interventions()) == {(1, 2, 1), (2, 0, -1)}
+    kept = {(c.layer, c.sign) for c in sel.candidates if c.kept}
+    assert kept == {(1, 1), (2, -1)}
+    assert sel.note == ""
+
+
+def test_pruned_keeps_nothing_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    table = {(0, 1): 0.5, (0, -1): 0.4, (1, 1): 0.3, (1, -1): 0.5, (2, -1): 0.1}
+    with caplog.at_level(logging.WARNING, logger="corrsteer.selection"):
+        sel = select(ACCS, eye_saes([0, 1, 2]), "pruned", validate=FakeValidator(0.5, table))
+    assert sel.features == [] and sel.vectors == {} and sel.interventions() == []
+    assert "nothing kept" in sel.note and "nothing kept" in caplog.text
+    assert not any(c.kept for c in sel.candidates)
+
+
+def test_degenerate_rewards_give_no_candidate(caplog: pytest.LogCaptureFixture) -> None:
+    accs = {0: FakeAcc([0.0, 0.0], n=4, n_pos=4)}
+    with caplog.at_level(logging.WARNING, logger="corrsteer.selection"):
+        sel = select(accs, {0: SimpleNamespace(W_dec=np.eye(2, dtype=np.float32))}, "all")
+    assert sel.features == [] and "steering nothing" in sel.note
+    assert "every correlation is 0" in caplog.text
+
+
+def test_select_with_real_accumulator_finds_the_reward_feature() -> None:
+    from corrsteer.reference import CorrelationAccumulator
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    z = rng.random((200, 8)).astype(np.float32)
+    z[:, 5] = 2.0 * y + 0.1 * z[:, 5]          # tracks the reward
+    z[:, 2] = 1.0 - y + 0.5 * z[:, 2]          # anti-tracks it
+    acc = CorrelationAccumulator(8)
+    acc.update(z, y)
+    W_dec = rng.standard_normal((8, 4)).astype(np.float32)
+    sel = select({3: acc}, {3: SimpleNamespace(W_dec=W_dec)}, "single")
+    (f,) = sel.features
+    assert (f.layer, f.index) == (3, 5)
+    assert f.coefficient == pytest.approx(z[y == 1, 5].mean(), rel=1e-6)
+    np.testing.assert_allclose(sel.vectors[3], f.coefficient * W_dec[5], rtol=1e-6)
+    # pruned: the negative candidate (feature 2, subtracted) validates better than the positive one
+    def validate(iv: list[tuple[int, np.ndarray]]) -> float:
+        if not iv:
+            return 0.5
+        v = iv[0][1]
+        cos = float(v @ W_dec[2]) / (np.linalg.norm(v) * np.linalg.norm(W_dec[2]))
+        return 0.9 if cos < -0.999 else 0.4   # only "minus W_dec[2]" helps
+
+    sel = select({3: acc}, {3: SimpleNamespace(W_dec=W_dec)}, "pruned", validate=validate)
+    assert [(f.index, f.sign) for f in sel.features] == [(2, -1)]
+    assert sel.features[0].coefficient == pytest.approx(-z[y == 1, 2].mean(), abs=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mode="best"), "mode='best' is not valid; choose one of single, global, all, pruned"),
+    (dict(mode="pruned"), "needs validate"),
+    (dict(mode="global", validate=3), "needs validate"),
+    (dict(mode="all", top_k=0), "top_k"),
+    (dict(mode="all", scale=float("nan")), "scale"),
+])
+def test_select_rejects_bad_options(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        select(ACCS, eye_saes([0, 1, 2]), **kwargs)
+
+
+def test_select_rejects_missing_sae_and_mismatched_d_sae() -> None:
+    with pytest.raises(ValueError, match="no SAE for layer 2"):
+        select(ACCS, eye_saes([0, 1]), "all")
+    saes = eye_saes([0, 1])
+    saes[2] = SimpleNamespace(W_dec=np.eye(4, dtype=np.float32))
+    with pytest.raises(ValueError, match="d_sae=6 but the SAE has d_sae=4"):
+        select(ACCS, saes, "all")
+    with pytest.raises(ValueError, match="empty"):
+        select({}, saes, "all")
+
+
+def test_select_rejects_nonfinite_validation_score() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        select(ACCS, eye_saes([0, 1, 2]), "global", validate=lambda iv: float("nan"))
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    table = {(0, 1): 0.7, (0, -1): 0.4, (1, 1): 0.3, (1, -1): 0.6, (2, -1): 0.1}
+    sel = select(ACCS, eye_saes([0, 1, 2]), "pruned", validate=FakeValidator(0.5, table), scale=1.5)
+    sel.meta["task"] = "t"
+    save_selection(sel, tmp_path / "sel")
+    back = load_selection(tmp_path / "sel")
+    assert isinstance(back, Selection)
+    assert back.to_dict() == sel.to_dict()
+    assert [l for l, _ in back.interventions()] == [0, 1]
+    for (la, va), (lb, vb) in zip(sel.interventions(), back.interventions()):
+        assert la == lb and va.dtype == vb.dtype == np.float32
+        np.testing.assert_array_equal(va, vb)
+    doc = json.loads((tmp_path / "sel" / SELECTION_JSON).read_text())
+    assert {"layer", "index", "sign", "r", "coefficient"} <= set(doc["features"][0])
+    assert doc["baseline_score"] == 0.5 and len(doc["candidates"]) == 5
+
+
+def test_save_load_empty_selection(tmp_path) -> None:
+    sel = select({0: FakeAcc([0.0, 0.0], n=4, n_pos=0)}, {0: SimpleNamespace(W_dec=np.eye(2, dtype=np.float32))},
+                 "all")
+    back = load_selection(save_selection(sel, tmp_path))
+    assert back.features == [] and back.interventions() == []
+
+
+def test_load_selection_rejects_missing_and_mismatched_files(tmp_path) -> None:
+    with pytest.raises(ValueError, match="lacks selection.json, vectors.safetensors"):
+        load_selection(tmp_path / "nowhere")
+    sel = select(ACCS, eye_saes([0, 1, 2]), "all")
+    save_selection(sel, tmp_path)
+    (tmp_path / VECTORS_FILE).unlink()
+    with pytest.raises(ValueError, match="lacks vectors.safetensors"):
+        load_selection(tmp_path)
+    save_selection(select(ACCS, eye_saes([0, 1, 2]), "single"), tmp_path / "other")
+    (tmp_path / "other" / VECTORS_FILE).rename(tmp_path / VECTORS_FILE)
+    with pytest.raises(ValueError, match="do not belong together"):
+        load_selection(tmp_path)
+    (tmp_path / SELECTION_JSON).write_text("{not json")
+    with pytest.raises(ValueError, match="malformed"):
+        load_selection(tmp_path)
+    (tmp_path / SELECTION_JSON).write_text(json.dumps({"mode": "all"}))
+    with pytest.raises(ValueError, match="malformed"):
+        load_selection(tmp_path)
+
+
+def test_sae_site_travels_with_the_vector(tmp_path) -> None:
+    saes = eye_saes([0, 1, 2])
+    saes[1].site = "mlp_out"
+    v = FakeValidator(0.5, {(0, 1): 0.6, (0, -1): 0.4, (1, 1): 0.7, (1, -1): 0.4, (2, -1): 0.4})
+    calls: list = []
+    sel = select(ACCS, saes, "pruned", validate=lambda iv: calls.append(iv) or v(iv))
+    assert [iv[0][2] if len(iv[0]) == 3 else "resid_post" for iv in calls[1:]] == \
+        ["resid_post", "resid_post", "mlp_out", "mlp_out", "resid_post"]
+    assert [(l, len(t)) for l, *t in sel.interventions()] == [(0, 1), (1, 2)]
+    assert sel.interventions()[1][2] == "mlp_out"
+    back = load_selection(save_selection(sel, tmp_path))
+    assert back.sites == {1: "mlp_out"} and back.interventions()[1][2] == "mlp_out"
+
+
+def test_load_selection_rejects_a_corrupt_vectors_file(tmp_path) -> None:
+    save_selection(select(ACCS, eye_saes([0, 1, 2]), "all"), tmp_path)
+    data = (tmp_path / VECTORS_FILE).read_bytes()
+    (tmp_path / VECTORS_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_selection(tmp_path)
