@@ -1,0 +1,381 @@
+"""Train TopK sparse autoencoders on harvested activations (Gao et al. 2024, "Scaling and
+evaluating sparse autoencoders").
+
+Model, in the (optionally rescaled) training space ``x' = s·x``:
+
+    pre = (x' - b_dec) @ W_enc + b_enc          (n_tok, d_sae)
+    f   = ReLU(TopK_k(pre))                      k non-zeros per token
+    x̂'  = f @ W_dec + b_dec                      W_dec rows kept at unit norm
+
+Loss = ‖x' − x̂'‖² / ‖x' − mean‖²  +  1/32 · AuxK, where AuxK reconstructs the residual
+``e = x' − x̂'`` with the ``k_aux`` largest pre-activations among *dead* latents (no
+activation in the last ``dead_tokens`` training tokens), scaled by
+``min(n_dead / k_aux, 1)``. Initialisation: W_dec rows random unit vectors, W_enc =
+W_decᵀ, b_dec = the data mean (or geometric median), b_enc = 0. Adam; after each step the
+decoder rows are renormalised and, before it, the gradient component parallel to each
+row is projected out. The learning rate decays linearly to 0 over the last 20 % of steps.
+
+Speed: only ``k`` (+ ``k_aux``) of ``d_sae`` latents are non-zero per token, so the
+decoder is an ``embedding_bag`` and the encoder's backward pass touches only the selected
+columns (``_SelectedPre``); the one dense product is the forward ``x @ W_enc``.
+
+Export: the trained SAE is folded back to raw activations exactly:
+``b_enc ← (b_enc − b_dec·W_enc)/s``, ``b_dec ← b_dec/s`` (W_enc, W_dec unchanged), so that
+``encode(x) = f/s`` (same latents, activations in raw units) and ``decode`` returns
+``x̂'/s``, with ``apply_b_dec_to_input=False``. Metrics are measured on held-out tokens
+with the exported weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of ``train_sae`` (all recorded in the saved SAE's ``meta``)."""
+
+    d_sae: int = 4096                 # number of latents
+    k: int = 32                       # active latents per token
+    steps: int | None = None          # optimizer steps; default from epochs
+    epochs: float = 1.0               # passes over the training tokens when steps is None
+    lr: float | None = None           # Adam lr; default 2e-4 · (d_sae / 16384) ** -0.5
+    batch_size: int = 4096            # tokens per step
+    seed: int = 0                     # seeds init, shuffling and the held-out split
+    holdout: float = 0.05             # fraction of tokens held out for the metrics
+    normalize: bool = True            # train on x / sqrt(mean ‖x‖²), folded back on export
+    k_aux: int | None = None          # AuxK latents; default min(d_sae // 2, 2^round(log2(d_in/2)))
+    aux_coef: float = 1 / 32          # AuxK coefficient
+    dead_tokens: int | None = None    # dead after this many tokens without firing
+    b_dec_init: str = "mean"          # "mean" | "median" (geometric median, Weiszfeld)
+    decay_frac: float = 0.2           # linear lr decay over this last fraction of steps
+
+
+class _SelectedPre(torch.autograd.Function):
+    """``pre[i, idx[i, j]]`` for the selected latents, with a sparse backward pass.
+
+    Forward takes the values already computed densely (under ``no_grad``); backward
+    returns the gradients of ``xc @ W_enc + b_enc`` restricted to the selected entries,
+    costing ``n_tok · n_sel · d_in`` instead of ``n_tok · d_sae · d_in``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, xc: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor,
+                idx: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(xc, W_enc, idx)
+        ctx.d_sae = b_enc.shape[0]
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
+        xc, W_enc, idx = ctx.saved_tensors
+        n, m = idx.shape
+        flat = idx.reshape(-1)
+        grad_xc = grad_W = None
+        if ctx.needs_input_grad[0]:  # row i: sum_j g_ij W_enc[:, idx_ij], as a bag sum
+            grad_xc = F.embedding_bag(idx, W_enc.t().contiguous(), per_sample_weights=g,
+                                      mode="sum")
+        if ctx.needs_input_grad[1]:  # column s: sum over (i, j) with idx_ij = s of g_ij xc_i
+            rows = torch.arange(n, device=idx.device).repeat_interleave(m)
+            G_t = torch.sparse_coo_tensor(torch.stack([flat, rows]), g.reshape(-1),
+                                          (ctx.d_sae, n), check_invariants=False)
+            grad_W = torch.sparse.mm(G_t, xc).t()
+        grad_b = torch.zeros(ctx.d_sae, dtype=g.dtype).index_add_(0, flat, g.reshape(-1))
+        return grad_xc, grad_W, grad_b, None, None
+
+
+def _geometric_median(x: torch.Tensor, iters: int = 30) -> torch.Tensor:
+    y = x.mean(0)
+    for _ in range(iters):
+        w = 1.0 / torch.clamp(torch.linalg.vector_norm(x - y, dim=1), min=1e-8)
+        y = (w[:, None] * x).sum(0) / w.sum()
+    return y
+
+
+def _as_tensor(acts: Any) -> torch.Tensor:
+    if isinstance(acts, np.ndarray):
+        if acts.dtype.kind != "f":
+            raise TypeError(f"acts must be a float array, got dtype {acts.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(acts, dtype=np.float32))
+    elif isinstance(acts, torch.Tensor):
+        if not acts.is_floating_point():
+            raise TypeError(f"acts must be a float tensor, got dtype {acts.dtype}")
+        t = acts.detach().to("cpu", torch.float32).contiguous()
+    else:
+        raise TypeError(f"acts must be a numpy array or torch tensor, got {type(acts).__name__}")
+    if t.ndim != 2:
+        raise ValueError(f"acts must be (n_tok, d_in), got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError("acts contains NaN or inf; drop those rows before training")
+    return t
+
+
+def fold_to_raw(W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor,
+                scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weights trained on ``x' = scale·x`` with ``b_dec`` subtracted at the input, as weights
+    for raw ``x`` with ``apply_b_dec_to_input=False``.
+
+    ``pre_raw = x @ W_enc + (b_enc − b_dec·W_enc)/scale = pre'/scale``: the same TopK
+    latents with activations divided by ``scale`` (TopK and ReLU commute with a positive
+    factor), and ``f_raw @ W_dec + b_dec/scale = x̂'/scale``. W_enc and W_dec (unit rows)
+    are unchanged.
+
+    Returns:
+        ``(W_enc, b_enc, W_dec, b_dec)`` for raw activations.
+    """
+    with torch.no_grad():
+        return (W_enc.clone(), (b_enc - b_dec @ W_enc) / scale, W_dec.clone(), b_dec / scale)
+
+
+def evaluate_sae(W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor,
+                 b_dec: torch.Tensor, k: int, x: torch.Tensor,
+                 chunk: int = 4096) -> dict[str, float]:
+    """Explained variance, L0 and dead fraction of a TopK SAE (raw weights) on tokens ``x``.
+
+    Args:
+        W_enc: (d_in, d_sae); b_enc: (d_sae,); W_dec: (d_sae, d_in); b_dec: (d_in,).
+        k: latents kept per token.
+        x: (n_tok, d_in) held-out activations.
+
+    Returns:
+        ``explained_variance`` = 1 − Σ‖x − x̂‖² / Σ‖x − mean(x)‖², ``l0`` = mean number
+        of non-zero latents per token, ``dead_fraction`` = share of latents that are
+        zero on every token, ``n_tokens``.
+    """
+    if x.shape[0] == 0:
+        raise ValueError("no held-out tokens to evaluate on")
+    mean = x.double().mean(0)
+    sse = tot = nnz = 0.0
+    fired = torch.zeros(W_enc.shape[1], dtype=torch.bool)
+    with torch.no_grad():
+        for s in range(0, x.shape[0], chunk):
+            xb = x[s:s + chunk]
+            vals, idx = torch.topk(torch.addmm(b_enc, xb, W_enc), k, dim=1)
+            vals = vals.clamp_min(0)
+            xh = F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum") + b_dec
+            sse += float(((xb - xh).double() ** 2).sum())
+            tot += float(((xb.double() - mean) ** 2).sum())
+            pos = vals > 0
+            nnz += float(pos.sum())
+            fired[idx[pos]] = True
+    return {"explained_variance": 1.0 - sse / tot if tot > 0 else float("nan"),
+            "l0": nnz / x.shape[0], "dead_fraction": float((~fired).float().mean()),
+            "n_tokens": int(x.shape[0])}
+
+
+def train_sae(acts: np.ndarray | torch.Tensor, d_sae: int = 4096, k: int = 32, *,
+              progress: bool = True, eval_acts: np.ndarray | torch.Tensor | None = None,
+              **options: Any) -> tuple[Any, dict[str, Any]]:
+    """Train a TopK SAE on activations and return it with held-out metrics.
+
+    Args:
+        acts: (n_tok, d_in) float activations (one site, BOS removed).
+        d_sae: number of latents.
+        k: active latents per token.
+        progress: show a tqdm bar with loss and explained variance.
+        eval_acts: (n_eval, d_in) held-out tokens; default: a ``holdout`` fraction of ``acts``.
+        **options: any other ``TrainConfig`` field (``steps``, ``epochs``, ``lr``,
+            ``batch_size``, ``seed``, ``holdout``, ``normalize``, ``k_aux``, ``aux_coef``,
+            ``dead_tokens``, ``b_dec_init``, ``decay_frac``).
+
+    Returns:
+        ``(sae, metrics)``: a ``corrsteer.SAE`` (architecture ``"topk"``, weights for raw
+        activations, ``meta`` holding ``metrics`` and ``config``) and the metrics dict
+        (``explained_variance``, ``l0``, ``dead_fraction``, ``n_tokens`` on held-out
+        tokens, plus ``train_tokens``, ``steps``, ``seconds``, ``scale``).
+    """
+    from corrsteer.sae.model import SAE
+
+    cfg = TrainConfig(d_sae=int(d_sae), k=int(k), **options)
+    x_all = _as_tensor(acts)
+    n, d_in = x_all.shape
+    if cfg.d_sae < 1 or not 0 < cfg.k <= cfg.d_sae:
+        raise ValueError(f"need d_sae >= 1 and 0 < k <= d_sae, got d_sae={cfg.d_sae}, k={cfg.k}")
+    if cfg.b_dec_init not in ("mean", "median"):
+        raise ValueError(f"b_dec_init must be 'mean' or 'median', got {cfg.b_dec_init!r}")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    perm = torch.randperm(n, generator=gen)
+    if eval_acts is None:
+        n_eval = int(round(n * cfg.holdout))
+        if n_eval < 1 or n - n_eval < 1:
+            raise ValueError(f"{n} tokens with holdout={cfg.holdout} leave no train or held-out "
+                             f"tokens; pass more tokens or eval_acts")
+        x_eval, x = x_all[perm[:n_eval]], x_all[perm[n_eval:]]
+    else:
+        x_eval, x = _as_tensor(eval_acts), x_all[perm]
+        if x_eval.shape[1] != d_in:
+            raise ValueError(f"eval_acts has d_in={x_eval.shape[1]} but acts has {d_in}")
+    n_train = x.shape[0]
+    scale = float(1.0 / math.sqrt(float((x.double() ** 2).sum(1).mean()))) if cfg.normalize else 1.0
+    x = x * scale
+    bs = min(cfg.batch_size, n_train)
+    steps = cfg.steps if cfg.steps is not None else max(1, int(cfg.epochs * n_train / bs))
+    lr = cfg.lr if cfg.lr is not None else 2e-4 * (cfg.d_sae / 16384) ** -0.5
+    k_aux = cfg.k_aux or min(cfg.d_sae // 2, 2 ** round(math.log2(max(d_in / 2, 1))))
+    dead_tokens = cfg.dead_tokens or max(4 * bs, n_train // 4)
+
+    W_dec = torch.randn(cfg.d_sae, d_in, generator=gen)
+    W_dec /= torch.linalg.vector_norm(W_dec, dim=1, keepdim=True)
+    W_enc = W_dec.t().clone().requires_grad_(True)
+    W_dec.requires_grad_(True)
+    b_init = x.mean(0) if cfg.b_dec_init == "mean" else _geometric_median(x[:65536])
+    b_dec = b_init.clone().requires_grad_(True)
+    b_enc = torch.zeros(cfg.d_sae, requires_grad=True)
+    var = float(((x - x.mean(0)) ** 2).sum(1).mean())
+    opt = torch.optim.Adam([W_enc, b_enc, W_dec, b_dec], lr=lr)
+    decay_start = int(steps * (1 - cfg.decay_frac))
+    since_fired = torch.zeros(cfg.d_sae, dtype=torch.long)
+
+    t0 = time.perf_counter()
+    bar = tqdm(range(steps), desc=f"training SAE d_sae={cfg.d_sae} k={cfg.k}", disable=not progress)
+    order = torch.randperm(n_train, generator=gen)
+    pos = 0
+    for step in bar:
+        if pos + bs > n_train:
+            order, pos = torch.randperm(n_train, generator=gen), 0
+        xb = x[order[pos:pos + bs]]
+        pos += bs
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (steps - step) / max(1, steps - decay_start))
+        xc = xb - b_dec
+        with torch.no_grad():
+            pre = torch.addmm(b_enc, xc, W_enc)
+            top_v, top_i = torch.topk(pre, cfg.k, dim=1)
+            dead = since_fired >= dead_tokens
+            n_dead = int(dead.sum())
+            if n_dead and cfg.aux_coef > 0:
+                ka = min(k_aux, n_dead)
+                aux_v, aux_i = torch.topk(pre.masked_fill(~dead, -torch.inf), ka, dim=1)
+        vals = _SelectedPre.apply(xc, W_enc, b_enc, top_i, top_v).clamp_min(0)
+        x_hat = F.embedding_bag(top_i, W_dec, per_sample_weights=vals, mode="sum") + b_dec
+        err = xb - x_hat
+        mse = (err ** 2).sum(1).mean() / var
+        loss = mse
+        if n_dead and cfg.aux_coef > 0:
+            a_vals = _SelectedPre.apply(xc, W_enc, b_enc, aux_i, aux_v).clamp_min(0)
+            e_hat = F.embedding_bag(aux_i, W_dec, per_sample_weights=a_vals, mode="sum")
+            aux = ((err.detach() - e_hat) ** 2).sum(1).mean() / var
+            loss = loss + cfg.aux_coef * min(n_dead / k_aux, 1.0) * aux
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            g = W_dec.grad
+            g -= (g * W_dec).sum(1, keepdim=True) * W_dec
+        opt.step()
+        with torch.no_grad():
+            W_dec /= torch.linalg.vector_norm(W_dec, dim=1, keepdim=True).clamp_min(1e-12)
+            fired = torch.zeros(cfg.d_sae, dtype=torch.bool)
+            fired[top_i[top_v > 0]] = True
+            since_fired += bs
+            since_fired[fired] = 0
+        if progress and (step % 10 == 0 or step == steps - 1):
+            bar.set_postfix(loss=f"{float(loss):.4f}", ev=f"{1 - float(mse):.3f}", dead=n_dead)
+    seconds = time.perf_counter() - t0
+
+    W_enc_r, b_enc_r, W_dec_r, b_dec_r = fold_to_raw(W_enc.detach(), b_enc.detach(),
+                                                     W_dec.detach(), b_dec.detach(), scale)
+    metrics = evaluate_sae(W_enc_r, b_enc_r, W_dec_r, b_dec_r, cfg.k, x_eval)
+    metrics.update({"train_tokens": int(n_train), "steps": int(steps), "seconds": round(seconds, 2),
+                    "scale": scale, "lr": lr, "k_aux": int(k_aux), "dead_tokens": int(dead_tokens)})
+    sae = SAE(W_enc_r.numpy(), b_enc_r.numpy(), W_dec_r.numpy(), b_dec_r.numpy(),
+              architecture="topk", k=cfg.k, apply_b_dec_to_input=False)
+    sae.meta = {"metrics": dict(metrics), "config": asdict(cfg), "trainer": "corrsteer.sae.train"}
+    logger.info("SAE d_sae=%d k=%d: EV %.4f, L0 %.1f, dead %.3f on %d held-out tokens (%.1f s)",
+                cfg.d_sae, cfg.k, metrics["explained_variance"], metrics["l0"],
+                metrics["dead_fraction"], metrics["n_tokens"], seconds)
+    return sae, metrics
+
+
+def main_train(argv: list[str] | None = None) -> int:
+    """``corrsteer train-sae``: harvest activations from a model and train TopK SAEs.
+
+    With ``--texts default`` (the default) and no ``--out``, trains the cached default set
+    (``corrsteer.sae.defaults``). Otherwise harvests from ``--texts`` (a .txt/.jsonl file,
+    or ``samples`` for the model's own samples) and saves ``<out>/layer_{L}/``. Prints one
+    line per layer with the held-out metrics. Returns the exit status.
+    """
+    from corrsteer.sae.defaults import DEFAULT_LAYERS, DefaultSettings, train_default_saes
+
+    d = DefaultSettings()
+    ap = argparse.ArgumentParser(prog="corrsteer train-sae", description=main_train.__doc__)
+    ap.add_argument("--model", default="gemma-3-270m", help="embedded name, local dir, .gguf or hub id")
+    ap.add_argument("--layers", default=None,
+                    help=f"comma-separated decoder layers (default {','.join(map(str, DEFAULT_LAYERS))})")
+    ap.add_argument("--d-sae", type=int, default=d.d_sae)
+    ap.add_argument("--k", type=int, default=d.k)
+    ap.add_argument("--tokens", type=int, default=d.n_tokens, help="harvested tokens per layer")
+    ap.add_argument("--epochs", type=float, default=d.epochs)
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
+    ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--texts", default="default",
+                    help="'default' (model samples + shared datasets), 'samples', or a .txt/.jsonl file")
+    ap.add_argument("--out", default=None, help="output directory (default: the SAE cache)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    except ValueError:
+        print(f"error: --layers must be comma-separated integers, got {args.layers!r}")
+        return 2
+    from corrsteer.models import load_model
+
+    t0 = time.perf_counter()
+    model, tok = load_model(args.model, device=args.device)
+    progress = not args.no_progress
+    if args.texts == "default" and args.out is None and args.steps is None:
+        saes = train_default_saes(model, tok, layers, progress=progress, d_sae=args.d_sae, k=args.k,
+                                  n_tokens=args.tokens, epochs=args.epochs, lr=args.lr,
+                                  batch_size=args.batch_size, seed=args.seed)
+    else:
+        from corrsteer.models import model_id
+        from corrsteer.sae.defaults import default_texts
+        from corrsteer.sae.formats import save_sae
+        from corrsteer.sae.harvest import harvest, load_texts, sample_texts
+
+        settings = DefaultSettings(d_sae=args.d_sae, k=args.k, n_tokens=args.tokens,
+                                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                   seed=args.seed)
+        if args.texts == "default":
+            texts, _ = default_texts(model, tok, settings, progress)
+        elif args.texts == "samples":
+            texts = sample_texts(model, tok, max(1, args.tokens // 48), seed=args.seed,
+                                 progress=progress)
+        else:
+            texts = load_texts(args.texts)
+        layers = layers or list(DEFAULT_LAYERS)
+        acts = harvest(model, tok, texts, layers, args.tokens, progress=progress)
+        out = Path(args.out or "sae_out")
+        saes = {}
+        for l in layers:
+            sae, _ = train_sae(acts.pop(l), args.d_sae, args.k, epochs=args.epochs, steps=args.steps,
+                               lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                               progress=progress)
+            sae.layer, sae.site, sae.hook_name = l, "resid_post", f"blocks.{l}.hook_resid_post"
+            sae.meta["model_name"] = model_id(model)
+            save_sae(sae, out / f"layer_{l}")
+            sae.meta["cache_path"] = str(out / f"layer_{l}")
+            saes[l] = sae
+    print(f"{'layer':>5} {'EV':>7} {'L0':>6} {'dead':>6} {'tokens':>7} {'train s':>8}  path")
+    for l, sae in sorted(saes.items()):
+        m = sae.meta.get("metrics", {})
+        print(f"{l:>5} {m.get('explained_variance', float('nan')):>7.4f} {m.get('l0', 0):>6.1f} "
+              f"{m.get('dead_fraction', 0):>6.3f} {m.get('train_tokens', 0):>7} "
+              f"{m.get('seconds', 0):>8.1f}  {sae.meta.get('cache_path', '')}")
+    print(f"total {time.perf_counter() - t0:.1f} s")
+    return 0
