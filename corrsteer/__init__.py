@@ -27,7 +27,10 @@ _LAZY = {
     "steering_vector": "corrsteer.steering",
     "build_info": "corrsteer.kernels",
     "CorrsteerError": "corrsteer.errors",
+    "DegenerateRewardsWarning": "corrsteer.correlation",
+    "Intervention": "corrsteer.steering",
     "load_model": "corrsteer.models",
+    "find_layers": "corrsteer.layers",
     "capture": "corrsteer.hooks",
     "steer": "corrsteer.hooks",
 }
