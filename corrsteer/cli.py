@@ -6,6 +6,10 @@ Subcommands::
     corrsteer run --task mmlu --mode pruned --n-train 1000 --out runs/mmlu
     corrsteer collect | select | eval | report   # the stages of `run`, one at a time
     corrsteer train-sae ...             # corrsteer.sae.train's own command line
+    corrsteer labels ...                # label correlation (corrsteer.labels, its own command line)
+    corrsteer compare-saes ...          # best |r| per label of two SAE sets (corrsteer.sae_comparison)
+    corrsteer controls --task bbq_ambig # one collection -> CorrSteer vs every control and baseline, one table
+    corrsteer debias ...                # BBQ/EMGSD steered with pipeline or label features (corrsteer.debiasing)
     corrsteer info                      # build, BLAS, caches, tasks
 
 Only this module prints. Errors that are the user's to fix (a bad option, a missing
@@ -25,15 +29,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from corrsteer.config import MODES, POOLS, POSITIONS, RunConfig
+from corrsteer.config import METHODS, MODES, POOLS, POSITIONS, RunConfig
 from corrsteer.errors import CorrsteerError
 
-STAGES = ("run", "collect", "select", "eval", "report", "demo")
+STAGES = ("run", "collect", "select", "eval", "report", "demo", "controls")
 
-# The demo: the embedded model, its default SAEs (layers 3, 6, 9, 12, 15) and the generated task.
+# The demo: the embedded model, its default SAEs (corrsteer.sae.defaults.DEFAULT_LAYERS) and the generated task.
 # Cost in generated samples: n_train + n_val * (1 + 2 * layers) + 2 * n_test = 160 + 352 + 192 = 704.
 DEMO = dict(task="arithmetic", model="gemma-3-270m", sae="default", n_train=160, n_val=32, n_test=96,
             mode="pruned", batch_size=32, checkpoint_every=64, out="runs/demo")
+
+# Subcommands that parse their own argv (their --help is their own), and the function each calls.
+DELEGATED = {"train-sae": ("corrsteer.sae.train", "main_train"),
+             "labels": ("corrsteer.labels", "main_labels"),
+             "compare-saes": ("corrsteer.sae_comparison", "main_compare_saes"),
+             "debias": ("corrsteer.debiasing", "main_debias")}
+DELEGATED_HELP = {"train-sae": "train TopK SAEs on a model (corrsteer.sae.train; see train-sae --help)",
+                  "labels": "per label and layer, the SAE features that fire for it (see labels --help)",
+                  "compare-saes": "best |r| per label of two or more SAE sets (see compare-saes --help)",
+                  "debias": "BBQ / EMGSD unsteered vs pipeline or label features, by category (see debias --help)"}
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
 
@@ -69,6 +83,9 @@ def _stage_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-val", type=int, help=f"validation samples for global/pruned ({_DEFAULTS['n_val']})")
     g.add_argument("--n-test", type=int, help=f"test samples ({_DEFAULTS['n_test']})")
     g.add_argument("--mode", help=f"selection mode: {' | '.join(MODES)} ({_DEFAULTS['mode']})")
+    g.add_argument("--method", help=f"selection method: {' | '.join(METHODS)} | scale-S (corrsteer)")
+    g.add_argument("--controls", action="store_true", default=None,
+                   help="collect the controls' extra state too (shuffled rewards, class moments, residual means)")
     g.add_argument("--pool", help=f"pooling: {' | '.join(POOLS)} (default: the task's)")
     g.add_argument("--positions", help=f"collection positions: {' | '.join(POSITIONS)} (generation)")
     g.add_argument("--seed", type=int, help="sample draw and bootstrap seed (0)")
@@ -82,6 +99,10 @@ def _stage_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true", default=None, help="continue an interrupted collection")
     g.add_argument("--checkpoint-every", type=int, help=f"samples between checkpoints ({_DEFAULTS['checkpoint_every']})")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    g.add_argument("--task-option", dest="task_option", action="append", default=None, metavar="KEY=VALUE",
+                   help="keyword option of the task, repeatable (custom: path=, template=, label_column=, "
+                        "task_name=...); a value that parses as JSON (5, true, [\"a\",\"b\"]) is used as "
+                        "such")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,16 +116,46 @@ def build_parser() -> argparse.ArgumentParser:
              "select": "choose features (single/global/all/pruned) from a collection",
              "eval": "unsteered vs steered on the test split -> results.json",
              "report": "report.md + figures from results.json",
-             "demo": "embedded Gemma 3 270M + default SAEs + the arithmetic task, end to end"}
+             "demo": "embedded Gemma 3 270M + default SAEs + the arithmetic task, end to end",
+             "controls": "one collection -> CorrSteer vs random/shuffled/negative/diff-in-means/mi/fisher/scale "
+                         "-> one table"}
     for name in STAGES:
         sp = sub.add_parser(name, help=helps[name], description=helps[name])
         _stage_options(sp)
         if name == "eval":
             sp.add_argument("--selection", help="selection folder to evaluate (default: <out>/selection)")
-    sub.add_parser("train-sae", help="train TopK SAEs on a model (corrsteer.sae.train; see train-sae --help)",
-                   add_help=False)
+        if name == "controls":
+            sp.add_argument("--methods", help="comma list of methods besides CorrSteer (default: "
+                            "random,shuffled,negative,diff-in-means,mi,fisher,scale-0.5,scale-1.5,scale-2)")
+    for name, text in DELEGATED_HELP.items():
+        sub.add_parser(name, help=text, add_help=False)
     sub.add_parser("info", help="build, BLAS, cache locations and tasks")
     return p
+
+
+def parse_task_options(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["path=a.csv", "max_new_tokens=8"]`` -> ``{"path": "a.csv", "max_new_tokens": 8}``.
+
+    A value that parses as JSON (numbers, true/false/null, lists, objects) is used as
+    such; anything else is kept as a string (``template=Review: {text}``).
+
+    Raises:
+        ValueError: an item without ``=``, an empty key, or a key given twice.
+    """
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--task-option {item!r} must be KEY=VALUE with KEY a keyword of the task, "
+                             "e.g. --task-option path=reviews.csv")
+        if key in out:
+            raise ValueError(f"--task-option {key}= is given twice; give each option once")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> RunConfig:
@@ -116,6 +167,8 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
             values[f.name] = given
     if getattr(args, "layers", None) is not None:
         values["layers"] = parse_layers(args.layers)
+    if getattr(args, "task_option", None):
+        values["task_options"] = {**dict(values.get("task_options") or {}), **parse_task_options(args.task_option)}
     if not values.get("task"):
         raise ValueError("--task is required; choose one of the tasks listed by `corrsteer info`")
     return RunConfig(**values).check()
@@ -180,6 +233,14 @@ def _dispatch(args: argparse.Namespace) -> None:
         results = pipeline.run(cfg)
         print(format_headline(results))
         return
+    if args.command == "controls":
+        from corrsteer.controls import DEFAULT_METHODS, run_controls
+
+        methods = DEFAULT_METHODS if not args.methods else [m.strip() for m in args.methods.split(",") if m.strip()]
+        doc = run_controls(cfg, methods)
+        print(Path(doc["report"]).read_text())
+        print(f"report    {doc['report']}")
+        return
     if args.command == "eval":
         from corrsteer.selection import load_selection
 
@@ -196,7 +257,9 @@ def _dispatch(args: argparse.Namespace) -> None:
     else:
         sel = pipeline.stage_select(cfg, res)
         feats = ", ".join(f"L{f.layer} {'+' if f.sign > 0 else '-'}#{f.index} (r={f.r:+.3f})" for f in sel.features)
-        print(f"selection ({sel.mode}): {feats or sel.note} -> {Path(cfg.out_dir()) / 'selection'}")
+        feats = feats or ", ".join(f"L{l} vector" for l in sorted(sel.vectors))
+        how = sel.mode if sel.method == "corrsteer" else f"{sel.mode}, {sel.method}"
+        print(f"selection ({how}): {feats or sel.note} -> {Path(cfg.out_dir()) / 'selection'}")
         if sel.baseline_score is not None:
             print(json.dumps({"baseline_val_score": sel.baseline_score,
                               "candidates": [[c.layer, c.sign, c.score] for c in sel.candidates]}))
@@ -205,10 +268,11 @@ def _dispatch(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``corrsteer`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "train-sae":
-        from corrsteer.sae.train import main_train
+    if argv and argv[0] in DELEGATED:
+        import importlib
 
-        return int(main_train(argv[1:]) or 0)
+        module, func = DELEGATED[argv[0]]
+        return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")

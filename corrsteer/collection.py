@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from corrsteer.config import POOLS, POSITIONS, check_choice, fingerprint
+from corrsteer.controls import ControlState, identity_sae, residual_means
 from corrsteer.correlation import CorrelationAccumulator
 from corrsteer.errors import CorrsteerError
 from corrsteer.generation import generate
@@ -61,6 +62,7 @@ class Collection:
     complete: bool = True  # every sample folded in
     seconds: float = 0.0  # wall time of this process's share of the pass
     meta: dict[str, Any] = field(default_factory=dict)  # pool, positions, layers, n
+    controls: ControlState | None = None  # extra state for controls/baselines (collect(controls=True))
 
     @property
     def n(self) -> int:
@@ -109,6 +111,8 @@ def save_checkpoint(path: Path, col: Collection, offset: int) -> None:
     arrays = {"progress": np.frombuffer(json.dumps(progress).encode(), dtype=np.uint8)}
     for layer, acc in col.accumulators.items():
         arrays[f"layer_{layer}"] = np.frombuffer(acc.to_bytes(), dtype=np.uint8)
+    if col.controls is not None:
+        arrays.update(col.controls.to_arrays())
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     tmp = path.with_name(path.name + ".tmp")
@@ -135,8 +139,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Collection, int]:
             progress = json.loads(data["progress"].tobytes().decode())
             accs = {int(k[6:]): CorrelationAccumulator.from_bytes(data[k].tobytes())
                     for k in data.files if k.startswith("layer_")}
+            controls = ControlState.from_arrays({k: data[k] for k in data.files if k.startswith("control_")})
         col = Collection(accumulators=accs, records=progress["records"], fingerprint=progress["fingerprint"],
-                         complete=bool(progress["complete"]), meta=progress.get("meta", {}))
+                         complete=bool(progress["complete"]), meta=progress.get("meta", {}), controls=controls)
         offset = int(progress["offset"])
     except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise CorrsteerError(f"collection checkpoint {str(path)!r} is unreadable or corrupt ({exc}); "
@@ -172,7 +177,8 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
             pool: str | None = None, positions: str = "generation", batch_size: int = 16,
             max_new_tokens: int | None = None, out_dir: str | os.PathLike[str] | None = None,
             checkpoint_every: int = 256, resume: bool = False, progress: bool = True,
-            on_checkpoint: Callable[[int], None] | None = None) -> Collection:
+            on_checkpoint: Callable[[int], None] | None = None, controls: bool = False,
+            control_seed: int = 0) -> Collection:
     """Generate over ``samples`` once and fill one accumulator per layer.
 
     Args:
@@ -189,6 +195,9 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
         resume: continue from ``<out_dir>/collection/checkpoint.npz`` if present.
         progress: show a tqdm bar with the running score.
         on_checkpoint: called with the sample offset after each checkpoint is written.
+        controls: also fill ``Collection.controls`` (shuffled-reward, per-class and
+            residual-mean accumulators, ``corrsteer.controls``) in the same pass.
+        control_seed: seed of the shuffled-reward permutations.
 
     Returns:
         ``Collection`` with accumulators ``{layer: (d_sae,) state}`` and per-sample records.
@@ -210,8 +219,14 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
     layers = sorted(saes)
     fp = run_fingerprint(model, task, saes, samples, pool, positions, batch_size, max_new_tokens, checkpoint_every)
     meta = {"pool": pool, "positions": positions, "layers": layers, "n": len(samples), "task": task.name}
+    state = None
+    if controls:
+        from corrsteer.layers import d_model
+
+        fp["controls"] = {"seed": int(control_seed)}  # only then: older checkpoints keep their fingerprint
+        state = ControlState({l: int(saes[l].d_sae) for l in layers}, d_model(model), control_seed)
     col = Collection({l: CorrelationAccumulator(int(saes[l].d_sae)) for l in layers}, [], fp, complete=False,
-                     meta=meta)
+                     meta=meta, controls=state)
     offset = 0
     ckpt = Path(out_dir) / COLLECTION_DIR / CHECKPOINT_FILE if out_dir is not None else None
     if ckpt is not None:
@@ -239,6 +254,8 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
                 offset += len(batch)
                 bar.update(len(batch))
                 bar.set_postfix(score=f"{col.score:.3f}")
+            if col.controls is not None:
+                col.controls.flush()  # the shuffled control's window ends with the checkpoint window
             col.complete = offset == len(samples)
             if ckpt is not None:
                 save_checkpoint(ckpt, col, offset)
@@ -259,10 +276,14 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
 def _collect_batch(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], batch: Sequence[Any],
                    col: Collection, pool: str, positions: str, max_new_tokens: int) -> None:
     prompts = [task.prompt(s, tokenizer) for s in batch]
-    with torch.inference_mode(), capture(model, saes, pool=pool, positions=positions) as cap:
-        gens = generate(model, tokenizer, prompts, max_new_tokens, stop_strings=task.stop_strings,
-                        batch_size=len(prompts), capture=cap)
-    pooled = cap.result()  # {layer: (n_seq, d_sae) float32}, rows in prompt order
+    if col.controls is not None:
+        gens, pooled, resid = _generate_with_residuals(model, tokenizer, task, saes, prompts, pool, positions,
+                                                       max_new_tokens)
+    else:
+        with torch.inference_mode(), capture(model, saes, pool=pool, positions=positions) as cap:
+            gens = generate(model, tokenizer, prompts, max_new_tokens, stop_strings=task.stop_strings,
+                            batch_size=len(prompts), capture=cap)
+        pooled = cap.result()  # {layer: (n_seq, d_sae) float32}, rows in prompt order
     if len(gens) != len(batch):
         raise CorrsteerError(f"generate returned {len(gens)} generations for {len(batch)} prompts")
     rewards = np.array([task.reward(s, g.completion) for s, g in zip(batch, gens)], dtype=np.float64)  # (n_seq,)
@@ -272,9 +293,39 @@ def _collect_batch(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any
             raise CorrsteerError(f"capture gave layer {layer} pooled activations of shape {tuple(z.shape)}, "
                                  f"expected ({len(batch)}, {acc.d_sae})")
         acc.update(z, rewards)
+    if col.controls is not None:
+        col.controls.update(pooled, resid, rewards)
     for s, g, y in zip(batch, gens, rewards):
         col.records.append({"id": s.id, "category": s.category, "completion": g.completion,
                             "extracted": _json_safe(task.extract(s, g.completion)), "reward": int(y)})
+
+
+def _generate_with_residuals(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], prompts: list[str],
+                             pool: str, positions: str, max_new_tokens: int) -> tuple[list[Any], dict, dict]:
+    """One generation pass that captures the SAEs and, alongside, the mean residual per sample and layer.
+
+    Returns:
+        ``(generations, {layer: (n_seq, d_sae)}, {layer: (n_seq, d_model)})``, rows in prompt order.
+    """
+    from corrsteer.layers import d_model
+
+    width = d_model(model)
+    ident = {l: identity_sae(width, l, str(getattr(saes[l], "site", None) or "resid_post")) for l in saes}
+    order: list[int] = []
+    with torch.inference_mode(), capture(model, saes, pool=pool, positions=positions) as cap, \
+            capture(model, ident, pool="mean", positions=positions) as raw:
+        start = raw.mark()
+        gens = generate(model, tokenizer, prompts, max_new_tokens, stop_strings=task.stop_strings,
+                        batch_size=len(prompts), capture=cap, on_batch=lambda idx, _: order.extend(idx))
+        if sorted(order) != list(range(len(prompts))):
+            raise CorrsteerError(f"generate reported prompt indices {order} for {len(prompts)} prompts")
+        raw.mark()
+        inverse = np.empty(len(order), dtype=np.int64)
+        inverse[np.asarray(order)] = np.arange(len(order))
+        raw.merge_results(start, inverse)  # batches came length-sorted: back to prompt order
+    pooled = cap.result()  # {layer: (n_seq, d_sae) float32}
+    resid = {l: residual_means(z) for l, z in raw.result().items()}  # {layer: (n_seq, d_model)}
+    return gens, pooled, resid
 
 
 def _write_records(path: Path, records: list[dict[str, Any]]) -> None:

@@ -24,6 +24,24 @@ from typing import Any
 MODES = ("single", "global", "all", "pruned")  # METHOD.md §5
 POOLS = ("max", "mean")  # METHOD.md §3
 POSITIONS = ("generation", "all")  # METHOD.md §2; "all" adds the prompt positions (ablation)
+# Selection methods (corrsteer.baselines): CorrSteer, its controls and baselines; plus "scale-S" (S > 0).
+METHODS = ("corrsteer", "random", "shuffled", "negative", "diff-in-means", "mi", "fisher")
+
+
+def check_method(method: object) -> str:
+    """``method`` if it is one of ``METHODS`` or ``scale-S`` with S a finite positive number, else ``ValueError``."""
+    if isinstance(method, str) and method.startswith("scale-"):
+        try:
+            value = float(method[len("scale-"):])
+        except ValueError:
+            value = float("nan")
+        if math.isfinite(value) and value > 0:
+            return method
+        raise ValueError(f"method={method!r}: write scale-S with S a positive number, e.g. scale-0.5")
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not valid; choose one of {', '.join(METHODS)} or scale-S "
+                         "(e.g. scale-0.5)")
+    return str(method)
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...], allow_none: bool = False) -> None:
@@ -68,6 +86,8 @@ class RunConfig:
     max_new_tokens: int | None = None  # override the task's generation length (None: the task's)
     n_boot: int = 10000  # bootstrap resamples for the 95% interval of the difference
     task_options: dict[str, Any] = field(default_factory=dict)  # extra keyword options for get_task
+    method: str = "corrsteer"  # selection method: corrsteer or a control/baseline (corrsteer.baselines)
+    controls: bool = False  # collect the controls' extra state too (forced by shuffled/diff-in-means/fisher)
 
     def check(self) -> "RunConfig":
         """Validate every field; return ``self`` so calls chain.
@@ -78,6 +98,7 @@ class RunConfig:
         if not isinstance(self.task, str) or not self.task:
             raise ValueError("task must be a task name; see `corrsteer info` or corrsteer.tasks.list_tasks()")
         check_choice("mode", self.mode, MODES)
+        check_method(self.method)
         check_choice("pool", self.pool, POOLS, allow_none=True)
         check_choice("positions", self.positions, POSITIONS)
         for name in ("n_train", "batch_size", "top_k", "checkpoint_every", "n_boot"):
@@ -104,8 +125,11 @@ class RunConfig:
         return self
 
     def out_dir(self) -> str:
-        """The output folder: ``out`` or ``runs/<task>-<mode>-seed<seed>``."""
-        return self.out if self.out else f"runs/{self.task}-{self.mode}-seed{self.seed}"
+        """The output folder: ``out`` or ``runs/<task>-<mode>[-<method>]-seed<seed>`` (method unless corrsteer)."""
+        if self.out:
+            return self.out
+        method = "" if self.method == "corrsteer" else f"-{self.method}"
+        return f"runs/{self.task}-{self.mode}{method}-seed{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field (layers as a list)."""

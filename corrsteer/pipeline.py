@@ -232,10 +232,13 @@ def stage_collect(cfg: RunConfig, res: Resources, on_checkpoint: Callable[[int],
     out = Path(cfg.out_dir())
     _write_json(out / CONFIG_FILE, cfg.to_dict())
     samples = res.task.samples("train", cfg.n_train, seed=cfg.seed)
+    from corrsteer.baselines import NEEDS_STATE
+
     return collect(res.model, res.tokenizer, res.task, res.saes, samples, pool=cfg.pool, positions=cfg.positions,
                    batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, out_dir=out,
                    checkpoint_every=cfg.checkpoint_every, resume=cfg.resume, progress=cfg.progress,
-                   on_checkpoint=on_checkpoint)
+                   on_checkpoint=on_checkpoint, controls=cfg.controls or cfg.method in NEEDS_STATE,
+                   control_seed=cfg.seed)
 
 
 def stage_select(cfg: RunConfig, res: Resources, collection: Collection | None = None) -> Selection:
@@ -249,11 +252,18 @@ def stage_select(cfg: RunConfig, res: Resources, collection: Collection | None =
     validate = None
     if cfg.mode in ("global", "pruned"):
         validate = make_validator(res, res.task.samples("validation", cfg.n_val, seed=cfg.seed), cfg)
-    sel = select(collection.accumulators, res.saes, cfg.mode, validate=validate, top_k=cfg.top_k, scale=cfg.scale)
+    if cfg.method == "corrsteer":
+        sel = select(collection.accumulators, res.saes, cfg.mode, validate=validate, top_k=cfg.top_k, scale=cfg.scale)
+    else:
+        from corrsteer.baselines import select_method
+
+        sel = select_method(cfg.method, collection, res.saes, cfg.mode, validate=validate, top_k=cfg.top_k,
+                            scale=cfg.scale, seed=cfg.seed)
     sel.meta.update(task=res.task.name, model=model_id(res.model), n_val=cfg.n_val if validate else 0,
                     n_train=collection.n)
     save_selection(sel, out / SELECTION_DIR)
-    log.info("selection (%s): %s", cfg.mode, [(f.layer, f.index, f.sign) for f in sel.features] or sel.note)
+    log.info("selection (%s, %s): %s", cfg.mode, sel.method,
+             [(f.layer, f.index, f.sign) for f in sel.features] or sorted(sel.vectors) or sel.note)
     return sel
 
 
@@ -264,7 +274,7 @@ def selection_summary(sel: Selection) -> dict[str, Any]:
               "sign": "+" if c.sign > 0 else "-", "r": c.features[0].r, "coefficient": c.features[0].coefficient,
               "val_score": c.score, "val_n": n_val if c.score is not None else None, "kept": c.kept}
              for c in sel.candidates]
-    return {"mode": sel.mode, "top_k": sel.top_k, "scale": sel.scale, "note": sel.note,
+    return {"mode": sel.mode, "method": sel.method, "top_k": sel.top_k, "scale": sel.scale, "note": sel.note,
             "baseline_val_score": sel.baseline_score, "candidates": cands}
 
 
@@ -285,7 +295,7 @@ def stage_eval(cfg: RunConfig, res: Resources, selection: Selection | None = Non
         raise ValueError("n_test is 0: the evaluation needs at least one test sample (--n-test)")
     base = generate_records(res, samples, None, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
                             progress=cfg.progress, desc="test unsteered", condition="baseline")
-    if sel.features:
+    if sel.vectors:
         steered = generate_records(res, samples, sel.interventions(), batch_size=cfg.batch_size,
                                    max_new_tokens=cfg.max_new_tokens, progress=cfg.progress, desc="test steered",
                                    condition="steered")
@@ -296,9 +306,10 @@ def stage_eval(cfg: RunConfig, res: Resources, selection: Selection | None = Non
     results = compare([r["reward"] for r in base], [r["reward"] for r in steered],
                       [r["category"] for r in base], n_boot=cfg.n_boot, seed=cfg.seed)
     results = {"task": res.task.name, "model": model_id(res.model), "sae": cfg.sae, "mode": sel.mode,
-               "seed": cfg.seed, **results,
+               "method": sel.method, "seed": cfg.seed, **results,
                "features": [{"layer": f.layer, "index": f.index, "sign": "+" if f.sign > 0 else "-", "r": f.r,
                              "coefficient": f.coefficient} for f in sel.features],
+               "steered_layers": sorted(sel.vectors),
                "metrics": _task_metrics(res.task, base, steered),
                "selection": selection_summary(sel), "n_train": sel.meta.get("n_train"),
                "n_val": sel.meta.get("n_val"), "n_test": len(samples), "config": cfg.to_dict()}

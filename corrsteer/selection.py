@@ -92,6 +92,7 @@ class Selection:
     note: str = ""  # human-readable remark (e.g. "nothing kept: ...")
     meta: dict[str, Any] = field(default_factory=dict)  # free-form: task, model, n_val
     sites: dict[int, str] = field(default_factory=dict)  # layer -> the SAE's site when not "resid_post"
+    method: str = "corrsteer"  # corrsteer, or a control/baseline of corrsteer.baselines (random, mi, ...)
 
     def interventions(self) -> Interventions:
         """The steering vectors as ``[(layer, (d_in,) float32)]`` sorted by layer; [] = steer nothing.
@@ -106,6 +107,7 @@ class Selection:
         """JSON-ready description (without the vectors)."""
         return {
             "mode": self.mode,
+            "method": self.method,
             "top_k": self.top_k,
             "scale": self.scale,
             "baseline_score": self.baseline_score,
@@ -344,10 +346,11 @@ def load_selection(directory: str | os.PathLike[str]) -> Selection:
             raise ValueError(f"{str(d / VECTORS_FILE)!r} has key {key!r} of shape {v.shape}; expected layer_<L> (d_in,)")
         vectors[int(key[6:])] = v.astype(np.float32)
     layers = {f.layer for f in features}
-    if layers != set(vectors):
+    if (features or doc.get("method", "corrsteer") == "corrsteer") and layers != set(vectors):
         raise ValueError(f"{str(d)!r}: features are in layers {sorted(layers)} but the vectors are for "
                          f"{sorted(vectors)}; the two files do not belong together")
     return Selection(mode=doc["mode"], features=features, candidates=candidates,
                      baseline_score=doc.get("baseline_score"), vectors=vectors, top_k=int(doc.get("top_k", 1)),
                      scale=float(doc.get("scale", 1.0)), note=doc.get("note", ""), meta=doc.get("meta", {}),
-                     sites={int(l): str(s) for l, s in doc.get("sites", {}).items()})
+                     sites={int(l): str(s) for l, s in doc.get("sites", {}).items()},
+                     method=str(doc.get("method", "corrsteer")))

@@ -191,3 +191,106 @@ def test_train_sae_delegates_to_the_sae_trainer(capsys: pytest.CaptureFixture[st
         main(["train-sae", "--help"])
     assert exc.value.code == 0
     assert "corrsteer train-sae" in capsys.readouterr().out
+
+
+def test_help_lists_labels_and_compare_saes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "labels" in out and "compare-saes" in out
+
+
+@pytest.mark.parametrize("command, prog", [("labels", "corrsteer labels"), ("compare-saes", "corrsteer compare-saes")])
+def test_labels_and_compare_saes_delegate_to_their_own_parsers(command: str, prog: str,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {prog}") and "--dataset" in out
+
+
+def test_task_option_fills_task_options_with_json_values() -> None:
+    from corrsteer.cli import parse_task_options
+
+    args = build_parser().parse_args(["run", "--task", "custom", "--task-option", "path=a.csv",
+                                      "--task-option", "template=Review: {text}", "--task-option", "max_new_tokens=8",
+                                      "--task-option", 'labels=["neg", "pos"]', "--task-option", "chat=false"])
+    cfg = config_from_args(args)
+    assert cfg.task_options == {"path": "a.csv", "template": "Review: {text}", "max_new_tokens": 8,
+                                "labels": ["neg", "pos"], "chat": False}
+    assert parse_task_options(None) == {} and parse_task_options(["x="]) == {"x": ""}
+    for bad in (["path"], ["=a"], ["a b=1"], ["a=1", "a=2"]):
+        with pytest.raises(ValueError, match="--task-option"):
+            parse_task_options(bad)
+
+
+def test_bad_task_option_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--task", "custom", "--task-option", "path"]) == 2
+    assert "must be KEY=VALUE" in capsys.readouterr().err
+
+
+def test_cli_run_custom_task_from_a_csv_in_one_command(tmp_path, saved_tiny,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    model_dir, saes = saved_tiny
+    csv = Path(__file__).parent / "fixtures" / "tasks" / "custom_reviews.csv"
+    out = tmp_path / "custom"
+    code = main(["run", "--model", model_dir, "--sae", saes, "--task", "custom", "--mode", "all",
+                 "--task-option", f"path={csv}", "--task-option", "template=Review: {text}",
+                 "--task-option", "label_column=sentiment", "--task-option", "task_name=reviews",
+                 "--layers", "1", *_small(out)[:4], "--n-test", "4", *_small(out)[6:]])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["task"] == "reviews" and doc["config"]["task_options"]["label_column"] == "sentiment"
+    assert doc["baseline"]["n"] == 4
+
+
+def test_cli_labels_runs_on_a_csv(tmp_path, saved_tiny, capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    model_dir, saes = saved_tiny
+    csv = Path(__file__).parent / "fixtures" / "tasks" / "custom_reviews.csv"
+    code = main(["labels", "--dataset", str(csv), "--label-column", "sentiment", "--model", model_dir,
+                 "--sae", saes, "--device", "cpu", "--no-progress", "--out", str(tmp_path / "labels")])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "### neg" in printed.out and "### pos" in printed.out
+    assert (tmp_path / "labels" / "labels.json").is_file()
+
+
+def test_cli_controls_on_arithmetic_writes_one_table_with_every_method(tmp_path, saved_tiny,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from corrsteer.controls import DEFAULT_METHODS
+
+    model_dir, saes = saved_tiny
+    out = tmp_path / "controls"
+    code = main(["controls", "--model", model_dir, "--sae", saes, "--task", "arithmetic", "--layers", "0,2",
+                 "--n-train", "8", "--n-test", "6", "--batch-size", "8", "--n-boot", "100", "--device", "cpu",
+                 "--no-progress", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    doc = json.loads((out / "controls.json").read_text())
+    assert list(doc["rows"]) == ["corrsteer", *DEFAULT_METHODS]
+    for name in doc["rows"]:
+        assert f"| {name} |" in printed.out
+    assert main(["controls", "--task", "arithmetic", "--methods", "random,best"]) == 2
+    assert "method='best' is not valid" in capsys.readouterr().err
+
+
+def test_cli_select_with_a_method_needing_state_is_a_clear_error(tmp_path, saved_tiny,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from corrsteer.tasks import register_task
+    from test_collection import ParityTask
+
+    register_task("parity", ParityTask, overwrite=True)
+    model_dir, saes = saved_tiny
+    common = ["--model", model_dir, "--sae", saes, "--task", "parity", "--layers", "1", *_small(tmp_path / "m")]
+    assert main(["collect", *common]) == 0
+    capsys.readouterr()
+    assert main(["select", *common, "--method", "fisher"]) == 2
+    assert "controls=True" in capsys.readouterr().err
+    assert main(["select", *common, "--method", "mi"]) == 0
+    assert "selection (all, mi)" in capsys.readouterr().out

@@ -143,3 +143,24 @@ def test_load_saes_from_paths(tmp_path: Any, tiny_llama: Any, tiny_tokenizer: An
     wide = make_tiny_sae(16, 8, seed=4, layer=1)
     with pytest.raises(ValueError, match="d_in=16"):
         load_saes(str(save_sae(wide, tmp_path / "wide")), tiny_llama, tiny_tokenizer)
+
+
+@pytest.mark.parametrize("method", ["diff-in-means", "random"])
+def test_run_with_a_control_method_steers_and_round_trips(tmp_path: Any, tiny_llama: Any, tiny_tokenizer: Any,
+                                                          saes: dict[int, Any], method: str) -> None:
+    task = ParityTask()
+    results = run(small_cfg(tmp_path, mode="all", method=method, scale=20.0), model=tiny_llama,
+                  tokenizer=tiny_tokenizer, task=task, saes=saes)
+    assert results["method"] == method and results["steered_layers"]
+    sel = load_selection(tmp_path / "selection")
+    assert sel.method == method and sorted(sel.vectors) == results["steered_layers"]
+    assert (sel.features == []) == (method == "diff-in-means")
+    recs = read_generations_jsonl(tmp_path / "generations.jsonl")
+    base = [r["completion"] for r in recs if r["condition"] == "baseline"]
+    assert base != [r["completion"] for r in recs if r["condition"] == "steered"]
+    if method == "diff-in-means":
+        from corrsteer.collection import load_collection
+
+        assert load_collection(tmp_path).controls is not None  # collected in the same pass
+    assert RunConfig(task="t", method=method).out_dir() == f"runs/t-all-{method}-seed0"
+    assert RunConfig(task="t").out_dir() == "runs/t-all-seed0"

@@ -1,0 +1,194 @@
+"""The controls' collection state (corrsteer.controls) on a tiny model, and the controls table end to end."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import corrsteer
+from corrsteer.collection import collect, load_checkpoint
+from corrsteer.config import RunConfig
+from corrsteer.errors import CorrsteerError
+from corrsteer.controls import ControlState, identity_sae, residual_means, run_controls
+
+from test_collection import ParityTask
+
+LAYERS = (0, 2)
+
+
+@pytest.fixture
+def saes(make_tiny_sae: Any) -> dict[int, Any]:
+    return {l: make_tiny_sae(32, 48, "relu", seed=10 + l, layer=l) for l in LAYERS}
+
+
+def test_identity_sae_pools_the_mean_residual_exactly() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 8)).astype(np.float32)  # (n_seq, n_tok, d_model)
+    mask = np.ones((2, 5), bool)
+    mask[1, 3:] = False
+    sae = identity_sae(8, layer=1)
+    pooled = sae.encode_pooled(x, mask, mode="mean")  # (n_seq, 2 d_model)
+    expected = np.stack([x[0].mean(0), x[1, :3].mean(0)])
+    np.testing.assert_allclose(residual_means(pooled), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(sae.decode(sae.encode(x[0])), x[0])
+
+
+def decoder_outputs(model: Any, ids: torch.Tensor) -> dict[int, torch.Tensor]:
+    """{layer: (1, n_tok, d_model)} outputs of the decoder layers (hidden_states[-1] is after the final norm)."""
+    from corrsteer.models import find_layers
+
+    out, handles = {}, []
+    for l in LAYERS:
+        def hook(_m: Any, _i: Any, o: Any, l: int = l) -> None:
+            out[l] = (o[0] if isinstance(o, tuple) else o).detach()
+        handles.append(find_layers(model)[l].register_forward_hook(hook))
+    try:
+        model(input_ids=ids)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def manual_residual_means(model: Any, tok: Any, task: Any, samples: list[Any], records: list[dict],
+                          n_new: list[int]) -> dict[int, np.ndarray]:
+    """Each sequence alone, no cache: decoder layer l's output at positions n-1 .. n+T-2, averaged."""
+    out = {l: [] for l in LAYERS}
+    for s, rec, t in zip(samples, records, n_new):
+        prompt = torch.tensor([tok(task.prompt(s, tok))["input_ids"]])
+        n = prompt.shape[1]
+        with torch.no_grad():  # the real generated ids (a completion's text drops special tokens)
+            seq = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=t,
+                                 do_sample=False, pad_token_id=tok.pad_token_id)
+            hs = decoder_outputs(model, seq[:, :n + t - 1])
+        for l in LAYERS:
+            out[l].append(hs[l][0, n - 1:n + t - 1].mean(0).numpy())
+    return {l: np.stack(v) for l, v in out.items()}
+
+
+def test_controls_collection_matches_manual_passes(tiny_llama: Any, tiny_tokenizer: Any, saes: dict[int, Any]) -> None:
+    from corrsteer.generation import generate
+    from corrsteer.hooks import capture
+
+    task = ParityTask()
+    samples = task.samples("train", 14)
+    plain = collect(tiny_llama, tiny_tokenizer, task, saes, samples, batch_size=5, checkpoint_every=7, progress=False)
+    col = collect(tiny_llama, tiny_tokenizer, task, saes, samples, batch_size=5, checkpoint_every=7, progress=False,
+                  controls=True, control_seed=3)
+    for l in LAYERS:  # the extra capture changes nothing in CorrSteer's own state
+        assert col.accumulators[l].to_bytes() == plain.accumulators[l].to_bytes(), f"layer {l}"
+    assert [r["completion"] for r in col.records] == [r["completion"] for r in plain.records]
+    y = np.array([r["reward"] for r in col.records], dtype=np.float64)
+    assert 0 < y.sum() < len(y), f"rewards are constant ({y}); the test needs both classes"
+    prompts = [task.prompt(s, tiny_tokenizer) for s in samples]
+    with capture(tiny_llama, saes, pool="max") as cap:
+        gens = generate(tiny_llama, tiny_tokenizer, prompts, 4, stop_strings=("\n",), batch_size=14, capture=cap)
+    z = cap.result()
+    st = col.controls
+    # per-class accumulators: exact class moments of the pooled activations
+    for l in LAYERS:
+        for acc, part in ((st.pos[l], z[l][y == 1]), (st.neg[l], z[l][y == 0])):
+            m = acc.moments()
+            p64 = part.astype(np.float64)
+            assert m["n"] == len(part)
+            np.testing.assert_allclose(m["mean"], p64.mean(0), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(m["m2"], ((p64 - p64.mean(0)) ** 2).sum(0), rtol=1e-4, atol=1e-5)
+    # diff-in-means: class means of the residual at the generation positions, sequence by sequence
+    from corrsteer.baselines import diff_in_means
+
+    x = manual_residual_means(tiny_llama, tiny_tokenizer, task, samples, col.records, [g.n_new_tokens for g in gens])
+    for l in LAYERS:
+        expected = x[l][y == 1].mean(0) - x[l][y == 0].mean(0)
+        np.testing.assert_allclose(diff_in_means(st.resid[l]), expected, rtol=1e-4, atol=1e-5, err_msg=f"layer {l}")
+    # shuffled: within each checkpoint window (7 samples) the rewards are permuted with rng([seed, start])
+    for l in LAYERS:
+        manual = corrsteer.CorrelationAccumulator(48)
+        for start in (0, 7):
+            perm = np.random.default_rng([3, start]).permutation(7)
+            manual.update(z[l][start:start + 7], y[start:start + 7][perm])
+        assert st.shuffled[l].n == manual.n == 14 and st.shuffled[l].n_positive == manual.n_positive
+        np.testing.assert_allclose(st.shuffled[l].correlation(), manual.correlation(), atol=1e-5)
+        np.testing.assert_allclose(st.shuffled[l].coefficient(), manual.coefficient(), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(st.shuffled[l].correlation(), col.accumulators[l].correlation())
+    assert st.offset == 14 and st.pending == 0
+
+
+def test_shuffled_is_seeded_and_survives_kill_and_resume(tmp_path: Any, tiny_llama: Any, tiny_tokenizer: Any,
+                                                         saes: dict[int, Any]) -> None:
+    task = ParityTask()
+    samples = task.samples("train", 12)
+    kw = dict(batch_size=4, checkpoint_every=4, progress=False, controls=True)
+    full = collect(tiny_llama, tiny_tokenizer, task, saes, samples, control_seed=1, out_dir=tmp_path / "a", **kw)
+    again = collect(tiny_llama, tiny_tokenizer, task, saes, samples, control_seed=1, **kw)
+    other = collect(tiny_llama, tiny_tokenizer, task, saes, samples, control_seed=2, **kw)
+    assert full.controls.to_bytes() == again.controls.to_bytes()
+    assert any(full.controls.shuffled[l].to_bytes() != other.controls.shuffled[l].to_bytes() for l in LAYERS)
+
+    class Kill(Exception):
+        pass
+
+    def die(offset: int) -> None:
+        if offset == 8:
+            raise Kill
+
+    with pytest.raises(Kill):
+        collect(tiny_llama, tiny_tokenizer, task, saes, samples, control_seed=1, out_dir=tmp_path / "b",
+                on_checkpoint=die, **kw)
+    resumed = collect(tiny_llama, tiny_tokenizer, task, saes, samples, control_seed=1, out_dir=tmp_path / "b",
+                      resume=True, **kw)
+    assert resumed.controls.to_bytes() == full.controls.to_bytes()
+    loaded, _ = load_checkpoint(tmp_path / "a" / "collection" / "checkpoint.npz")
+    assert loaded.controls.to_bytes() == full.controls.to_bytes()
+    with pytest.raises(ValueError, match="cannot resume"):  # controls on/off is part of the fingerprint
+        collect(tiny_llama, tiny_tokenizer, task, saes, samples, out_dir=tmp_path / "b", resume=True,
+                batch_size=4, checkpoint_every=4, progress=False)
+
+
+def test_control_state_rejects_a_bad_residual_and_unflushed_serialisation() -> None:
+    st = ControlState({0: 4}, d_model=3)
+    z = {0: np.ones((2, 4), np.float32)}
+    with pytest.raises(CorrsteerError, match="residual means"):
+        st.update(z, {0: np.ones((2, 5), np.float32)}, np.array([0.0, 1.0]))
+    st.update(z, {0: np.ones((2, 3), np.float32)}, np.array([0.0, 1.0]))
+    with pytest.raises(CorrsteerError, match="flush"):
+        st.to_arrays()
+    st.flush()
+    assert ControlState.from_arrays(st.to_arrays()).to_bytes() == st.to_bytes()
+    assert ControlState.from_arrays({}) is None
+
+
+def test_controls_table_end_to_end(tmp_path: Any, tiny_llama: Any, tiny_tokenizer: Any,
+                                                 saes: dict[int, Any]) -> None:
+    from corrsteer.controls import DEFAULT_METHODS
+
+    cfg = RunConfig(task="parity", model="tiny", sae="tiny", n_train=24, n_test=10, batch_size=8,
+                    checkpoint_every=12, progress=False, n_boot=200, out=str(tmp_path), mode="all", scale=8.0)
+    doc = run_controls(cfg, DEFAULT_METHODS, model=tiny_llama, tokenizer=tiny_tokenizer, task=ParityTask(),
+                       saes=saes)
+    assert 0 < doc["collection_score"] < 1
+    names = ["corrsteer", *DEFAULT_METHODS]
+    assert list(doc["rows"]) == names
+    saved = json.loads((tmp_path / "controls.json").read_text())
+    base = [r["baseline"]["score"] for r in saved["rows"].values()]
+    assert len(set(base)) == 1  # one shared unsteered baseline
+    for name in names:
+        row = saved["rows"][name]
+        assert {"delta", "ci95", "mcnemar_p", "steers", "features"} <= set(row) and row["steered"]["n"] == 10
+        assert (tmp_path / "methods" / name / "selection" / "selection.json").is_file()
+    md = (tmp_path / "controls.md").read_text()
+    for name in names:
+        assert f"| {name} |" in md
+    assert (tmp_path / "figures" / "deltas.png").is_file()
+    rows = saved["rows"]
+    assert [f["layer"] for f in rows["random"]["features"]] == [f["layer"] for f in rows["corrsteer"]["features"]]
+    assert rows["diff-in-means"]["layers"] == rows["corrsteer"]["layers"]
+    assert all(f["sign"] == "-" for f in rows["negative"]["features"]) and rows["negative"]["features"]
+    assert rows["mi"]["features"] and rows["fisher"]["features"] and rows["shuffled"]["features"]
+    steered = {name: [json.loads(line)["completion"] for line in
+                      (tmp_path / "methods" / name / "generations.jsonl").read_text().splitlines()][10:]
+               for name in names}
+    assert steered["corrsteer"] != steered["random"]  # different features really steer differently
