@@ -40,7 +40,10 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LAYERS = (3, 6, 9, 12, 15)
+# Four layers spread over the first two thirds of Gemma 3 270M's 18: each reaches explained
+# variance >= 0.75 at L0 = 32 with 12 epochs (layer 15 needs ~24 epochs for 0.767, which
+# doubles the cold start; train it explicitly with `corrsteer train-sae --layers 15`).
+DEFAULT_LAYERS = (3, 6, 9, 12)
 TRAINER_VERSION = 1  # bump when the trainer's arithmetic changes: invalidates every cache
 
 
@@ -51,7 +54,7 @@ class DefaultSettings:
     d_sae: int = 2048           # latents per SAE
     k: int = 32                 # active latents per token
     n_tokens: int = 40_000      # harvested tokens per layer (5 % held out)
-    epochs: float = 24.0        # passes over the training tokens
+    epochs: float = 12.0        # passes over the training tokens
     batch_size: int = 1024      # tokens per step
     lr: float = 1e-3            # Adam learning rate
     seed: int = 0               # sampling, shuffling, init
