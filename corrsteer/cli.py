@@ -49,6 +49,9 @@ DELEGATED_HELP = {"train-sae": "train TopK SAEs on a model (corrsteer.sae.train;
                   "compare-saes": "best |r| per label of two or more SAE sets (see compare-saes --help)",
                   "debias": "BBQ / EMGSD unsteered vs pipeline or label features, by category (see debias --help)"}
 
+# Flags of the top-level parser, with how much verbosity each adds.
+GLOBAL_FLAGS = {"-v": 1, "--verbose": 1, "-vv": 2, "--debug": 0}
+
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
 
 
@@ -268,11 +271,18 @@ def _dispatch(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``corrsteer`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATED:
+    n_global = 0  # global flags (-v, --debug) may stand before a delegated subcommand
+    while n_global < len(argv) and argv[n_global] in GLOBAL_FLAGS:
+        n_global += 1
+    if n_global < len(argv) and argv[n_global] in DELEGATED:
         import importlib
 
-        module, func = DELEGATED[argv[0]]
-        return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
+        verbose = sum(GLOBAL_FLAGS[a] for a in argv[:n_global])
+        if verbose:
+            logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+                                format="%(levelname)s %(name)s: %(message)s")
+        module, func = DELEGATED[argv[n_global]]
+        return int(getattr(importlib.import_module(module), func)(argv[n_global + 1:]) or 0)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")

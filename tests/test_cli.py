@@ -294,3 +294,10 @@ def test_cli_select_with_a_method_needing_state_is_a_clear_error(tmp_path, saved
     assert "controls=True" in capsys.readouterr().err
     assert main(["select", *common, "--method", "mi"]) == 0
     assert "selection (all, mi)" in capsys.readouterr().out
+
+
+def test_global_flags_may_precede_a_delegated_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["-v", "train-sae", "--help"])
+    assert exc.value.code == 0
+    assert "corrsteer train-sae" in capsys.readouterr().out
