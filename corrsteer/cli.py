@@ -25,7 +25,7 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -289,16 +289,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "info":
         _info()
         return 0
+    return report_errors(lambda: _dispatch(args), args.debug)
+
+
+def report_errors(call: Callable[[], Any], debug: bool, prog: str = "corrsteer") -> int:
+    """Run ``call()``: user errors print one line and give 2, library errors 1, success 0.
+
+    With ``debug`` the exception propagates with its traceback instead.
+    """
     try:
-        _dispatch(args)
+        call()
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        if args.debug:
+        if debug:
             raise
-        print(f"corrsteer: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except CorrsteerError as exc:
-        if args.debug:
+        if debug:
             raise
-        print(f"corrsteer: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -624,19 +624,9 @@ def run_cli(argv: Sequence[str] | None, parser: argparse.ArgumentParser, body: A
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
-    try:
-        body(args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        if args.debug:
-            raise
-        print(f"corrsteer {parser.prog.split()[-1]}: error: {exc}", file=sys.stderr)
-        return 2
-    except CorrsteerError as exc:
-        if args.debug:
-            raise
-        print(f"corrsteer {parser.prog.split()[-1]}: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    from corrsteer.cli import report_errors
+
+    return report_errors(lambda: body(args), args.debug, f"corrsteer {parser.prog.split()[-1]}")
 
 
 def _labels_body(args: argparse.Namespace) -> None:
