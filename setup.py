@@ -20,7 +20,8 @@ from setuptools import Extension, setup
 
 CFLAGS = ["-std=c99", "-O3", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
 SOURCES = [os.path.join("csrc", f"{name}.c")
-           for name in ("status", "blas", "sae", "pool", "corr", "steer", "binding")]
+           for name in ("status", "blas", "sae", "pool", "corr", "steer",
+                        "binding", "py_pooler", "py_accumulator")]
 
 
 def blas_config(choice: str) -> dict:
@@ -55,7 +56,7 @@ def extension() -> Extension:
     include_dirs = ["csrc", np.get_include()] + cfg.pop("include_dirs", [])
     return Extension("corrsteer._core", sources=SOURCES, include_dirs=include_dirs,
                      define_macros=macros, extra_compile_args=CFLAGS,
-                     depends=["csrc/corrsteer.h", "csrc/internal.h"], **cfg)
+                     depends=["csrc/corrsteer.h", "csrc/internal.h", "csrc/binding.h"], **cfg)
 
 
 setup(ext_modules=[extension()])
