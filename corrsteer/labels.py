@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from corrsteer.errors import CorrsteerError
 from corrsteer.layers import d_model, find_layers
-from corrsteer.sites import attach, check_site
+from corrsteer.sites import check_site, read_sites
 
 log = logging.getLogger(__name__)
 
@@ -233,10 +233,6 @@ def check_labelled(texts: Sequence[str], labels: Sequence[Any], groups: Sequence
 # ------------------------------------------------------------------------ pooled activations
 
 
-class _StopForward(Exception):
-    """Raised by the last site hook: the rest of the model (and the LM head) need not run."""
-
-
 def _check_pool(pool: str) -> str:
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
@@ -312,32 +308,14 @@ def iter_pooled(model: Any, tokenizer: Any, sae_sets: Mapping[str, Mapping[int, 
     keys = _check_sets(model, sae_sets)
     layers = find_layers(model)
     device = next(iter(model.parameters()), torch.empty(0)).device
-    seen: dict[tuple[int, str], torch.Tensor] = {}
-
-    def site_fn(key: tuple[int, str]) -> Any:
-        def fn(hidden: torch.Tensor) -> torch.Tensor:  # hidden: (n_seq, n_tok, d_model)
-            seen[key] = hidden.detach()
-            if len(seen) == len(keys):
-                raise _StopForward
-            return hidden
-        return fn
-
     lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
     order = np.argsort(lengths, kind="stable")
-    handles = [attach(layers[layer], site, site_fn((layer, site)), prepend=False) for layer, site in keys]
     bar = tqdm(total=len(texts), desc="label correlation", unit="text", disable=not progress)
     try:
         for start in range(0, len(texts), batch_size):
             index = order[start:start + batch_size].astype(np.int64)
             inputs, keep = _encode_batch(tokenizer, [texts[i] for i in index], max_length, device)
-            seen.clear()
-            try:
-                model(**inputs, use_cache=False)
-            except _StopForward:
-                pass
-            if len(seen) != len(keys):
-                raise CorrsteerError(f"the forward pass reached {sorted(seen)} of the SAE sites {keys}; "
-                                     "the model's decoder layers did not all run")
+            seen = read_sites(model, layers, keys, **inputs)
             hidden = {k: v.to(device="cpu", dtype=torch.float32).numpy() for k, v in seen.items()}
             seen.clear()
             pooled = {name: {layer: sae.encode_pooled(hidden[(int(layer), getattr(sae, "site", None) or
@@ -347,8 +325,6 @@ def iter_pooled(model: Any, tokenizer: Any, sae_sets: Mapping[str, Mapping[int, 
             yield index, pooled
     finally:
         bar.close()
-        for handle in handles:
-            handle.remove()
 
 
 def pool_texts(model: Any, tokenizer: Any, saes: Mapping[int, Any], texts: Sequence[str], *,

@@ -12,14 +12,14 @@ A site function ``fn(hidden) -> hidden`` sees the layer's residual stream,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from corrsteer.errors import CorrsteerError
 
-__all__ = ["SITES", "attach", "check_layer", "check_site"]
+__all__ = ["SITES", "attach", "check_layer", "check_site", "read_sites"]
 
 SITES = ("resid_post", "resid_pre")
 
@@ -85,3 +85,52 @@ def attach(module: torch.nn.Module, site: str, fn: SiteFn, prepend: bool) -> Any
 
     check_site(site, "a hook")
     return module.register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=prepend)
+
+
+class _StopForward(Exception):
+    """Raised by the last reading hook: the layers after it and the LM head need not run."""
+
+
+@torch.no_grad()
+def read_sites(model: torch.nn.Module, layers: Sequence[torch.nn.Module], keys: Sequence[tuple[int, str]],
+               **inputs: Any) -> dict[tuple[int, str], torch.Tensor]:
+    """The residual stream at each ``(layer, site)`` of ``keys`` for one forward pass.
+
+    The pass stops as soon as every site has been read, so the deeper layers and the LM
+    head never run (harvesting and label correlation need no logits).
+
+    Args:
+        model: the causal LM; called as ``model(**inputs, use_cache=False)``.
+        layers: its decoder layers (``corrsteer.layers.find_layers``).
+        keys: distinct ``(layer index, site)`` pairs, sites from ``SITES``.
+        **inputs: ``input_ids``, ``attention_mask``, ...
+
+    Returns:
+        ``{(layer, site): hidden}``, each (n_seq, n_tok, d_model), detached.
+
+    Raises:
+        CorrsteerError: the forward pass ended before reaching every site.
+    """
+    keys = list(dict.fromkeys(keys))
+    seen: dict[tuple[int, str], torch.Tensor] = {}
+
+    def reader(key: tuple[int, str]) -> SiteFn:
+        def fn(hidden: torch.Tensor) -> torch.Tensor:
+            seen[key] = hidden.detach()
+            if len(seen) == len(keys):
+                raise _StopForward
+            return hidden
+        return fn
+
+    handles = [attach(layers[layer], site, reader((layer, site)), prepend=False) for layer, site in keys]
+    try:
+        model(**inputs, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(seen) != len(keys):
+        raise CorrsteerError(f"the forward pass reached {sorted(seen)} of the sites {sorted(keys)}; the "
+                             "model's decoder layers did not all run")
+    return seen

@@ -128,10 +128,6 @@ def sample_texts(model: Any, tokenizer: Any, n: int, *, max_new_tokens: int = 96
     return [t for t in out if t.strip()]
 
 
-class _StopForward(Exception):
-    """Raised by the hook on the deepest requested layer to end the forward pass early."""
-
-
 @torch.no_grad()
 def harvest(model: Any, tokenizer: Any, texts: Sequence[str], layers: Sequence[int],
             max_tokens: int = 200_000, *, batch_size: int = 8, max_length: int = 128,
@@ -154,6 +150,7 @@ def harvest(model: Any, tokenizer: Any, texts: Sequence[str], layers: Sequence[i
         every layer.
     """
     from corrsteer.layers import find_layers
+    from corrsteer.sites import read_sites
 
     blocks = find_layers(model)
     layers = [int(l) for l in layers]
@@ -171,17 +168,7 @@ def harvest(model: Any, tokenizer: Any, texts: Sequence[str], layers: Sequence[i
     pad_id = tokenizer.pad_token_id
     bos_id = tokenizer.bos_token_id
     bufs: dict[int, np.ndarray] = {}
-    seen: dict[int, torch.Tensor] = {}
-    last = max(layers)
-
-    def hook_for(l: int) -> Any:
-        def hook(module: Any, args: Any, output: Any) -> None:
-            seen[l] = output[0] if isinstance(output, (tuple, list)) else output
-            if l == last:
-                raise _StopForward
-        return hook
-
-    handles = [blocks[l].register_forward_hook(hook_for(l)) for l in set(layers)]
+    keys = [(l, "resid_post") for l in sorted(set(layers))]
     filled = 0
     bar = tqdm(total=max_tokens, desc="harvesting activations", unit="tok", disable=not progress)
     try:
@@ -190,11 +177,7 @@ def harvest(model: Any, tokenizer: Any, texts: Sequence[str], layers: Sequence[i
                             truncation=True, max_length=max_length)
             ids = enc["input_ids"].to(device)
             attn = enc["attention_mask"].to(device)
-            seen.clear()
-            try:
-                model(input_ids=ids, attention_mask=attn, use_cache=False)
-            except _StopForward:
-                pass
+            seen = read_sites(model, blocks, keys, input_ids=ids, attention_mask=attn)
             keep = attn.bool()
             if pad_id is not None and pad_id != bos_id:
                 keep &= ids != pad_id
@@ -204,7 +187,7 @@ def harvest(model: Any, tokenizer: Any, texts: Sequence[str], layers: Sequence[i
             if n_new <= 0:
                 continue
             for l in layers:
-                h = seen[l][keep][:n_new]
+                h = seen[(l, "resid_post")][keep][:n_new]
                 if l not in bufs:
                     bufs[l] = np.empty((max_tokens, h.shape[-1]), dtype=np.float32)
                 bufs[l][filled:filled + n_new] = h.float().cpu().numpy()
@@ -213,9 +196,7 @@ def harvest(model: Any, tokenizer: Any, texts: Sequence[str], layers: Sequence[i
             if filled >= max_tokens:
                 break
     finally:
-        for h in handles:
-            h.remove()
-    bar.close()
+        bar.close()
     if filled == 0:
         raise ValueError("no tokens were kept: every text is empty after dropping BOS/padding")
     if filled < max_tokens:
