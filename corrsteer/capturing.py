@@ -133,7 +133,7 @@ class _Done:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class Capture:
+class Capture(_positions.TrackedHooks):
     """Context manager returned by :func:`corrsteer.hooks.capture`."""
 
     def __init__(self, model: torch.nn.Module, saes: Any, pool: str = "max", positions: str = "generation",
@@ -162,31 +162,13 @@ class Capture:
     # -- context -------------------------------------------------------------------------
 
     def __enter__(self) -> Capture:
-        if self._tracker is not None:
-            raise RuntimeError("this capture() context is already active; create a new one to nest")
-        self._tracker = _positions.acquire(self.model)
-        try:
-            self._tracker.listeners.append(self)
-            for layer in self.saes:
-                self._handles.append(attach(self.layers[layer], self.sites[layer], self._site_fn(layer), prepend=False))
-        except BaseException:
-            self._remove()
-            raise
+        self._install(lambda: (attach(self.layers[layer], self.sites[layer], self._site_fn(layer), prepend=False)
+                               for layer in self.saes), listen=True, what="capture()")
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._remove()
         self.on_set_end()
-
-    def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        if self._tracker is not None:
-            if self in self._tracker.listeners:
-                self._tracker.listeners.remove(self)
-            _positions.release(self._tracker)
-            self._tracker = None
 
     # -- called by the tracker -----------------------------------------------------------
 

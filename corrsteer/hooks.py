@@ -48,7 +48,7 @@ def check_positions(positions: Any) -> str:
     return positions
 
 
-class Steering:
+class Steering(_positions.TrackedHooks):
     """Adds steering vectors to the residual stream while the block runs (see :func:`steer`)."""
 
     def __init__(self, model: torch.nn.Module, interventions: Any, positions: str = "generation",
@@ -75,28 +75,13 @@ class Steering:
             log.info("steer(): no interventions, the model runs unsteered")
 
     def __enter__(self) -> Steering:
-        if self._tracker is not None:
-            raise RuntimeError("this steer() context is already active; create a new one to nest")
-        self._tracker = _positions.acquire(self.model)
-        try:
-            for (layer, site), vec in self.vectors.items():
-                fn = self._site_fn(layer, site, vec * self.scale)
-                self._handles.append(attach(self.layers[layer], site, fn, prepend=True))
-        except BaseException:
-            self._remove()
-            raise
+        self._install(lambda: (attach(self.layers[layer], site, self._site_fn(layer, site, vec * self.scale),
+                                      prepend=True) for (layer, site), vec in self.vectors.items()),
+                      listen=False, what="steer()")
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._remove()
-
-    def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        if self._tracker is not None:
-            _positions.release(self._tracker)
-            self._tracker = None
 
     def _site_fn(self, layer: int, site: str, vec: torch.Tensor) -> Any:
         tracker = self._tracker

@@ -40,6 +40,7 @@ import copy
 import functools
 import logging
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -323,3 +324,44 @@ def release(tracker: PositionTracker) -> None:
         tracker.remove()
         _TRACKERS.pop(tracker.model, None)
         log.debug("position tracker removed from %s", type(tracker.model).__name__)
+
+
+class TrackedHooks:
+    """Base of ``capture()`` and ``steer()``: site hooks held together with a lease on the
+    model's :class:`PositionTracker`, installed and removed as one.
+
+    Subclasses set ``self.model`` and call :meth:`_install` from ``__enter__`` and
+    :meth:`_remove` from ``__exit__``.
+    """
+
+    model: torch.nn.Module
+    _handles: list[Any]
+    _tracker: PositionTracker | None
+
+    def _install(self, make_handles: Callable[[], Iterable[Any]], listen: bool, what: str) -> None:
+        """Acquire the tracker (and listen to it if ``listen``), then register ``make_handles()``.
+
+        On any error everything acquired so far is released before re-raising.
+        """
+        if getattr(self, "_tracker", None) is not None:
+            raise RuntimeError(f"this {what} context is already active; create a new one to nest")
+        self._handles = []
+        self._tracker = acquire(self.model)
+        try:
+            if listen:
+                self._tracker.listeners.append(self)
+            for handle in make_handles():
+                self._handles.append(handle)
+        except BaseException:
+            self._remove()
+            raise
+
+    def _remove(self) -> None:
+        for handle in getattr(self, "_handles", ()):
+            handle.remove()
+        self._handles = []
+        tracker, self._tracker = getattr(self, "_tracker", None), None
+        if tracker is not None:
+            if self in tracker.listeners:
+                tracker.listeners.remove(self)
+            release(tracker)
