@@ -93,16 +93,14 @@ def label_selection(labels: Any, saes: Mapping[int, Any], add: str = "neutral", 
 
 def _bias_parts(records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per record: (correct, counted = non-unknown with a stereotyped option, biased), as float arrays."""
-    from corrsteer.tasks.bbq import _field
+    from corrsteer.tasks.bbq import bias_flags
 
     correct, counted, biased = [], [], []
     for r in records:
-        choice, unknown, stereo = r["extracted"], _field(r, "unknown_index"), _field(r, "stereotyped_index")
-        ok = not (choice is None or choice == unknown or stereo is None)
-        picked = ok and choice == stereo
+        ok, b = bias_flags(r)
         correct.append(float(r["reward"]))
         counted.append(float(ok))
-        biased.append(float(ok and (picked if _field(r, "question_polarity") == "neg" else not picked)))
+        biased.append(float(b))
     return np.array(correct), np.array(counted), np.array(biased)
 
 
@@ -125,9 +123,9 @@ def bias_intervals(records: Sequence[Mapping[str, Any]], n_boot: int = 2000, see
         ``{group: {"score", "ci95": [lo, hi] | None, "n"}}`` with group ``"overall"`` and each
         category; ``score`` equals ``corrsteer.tasks.bbq.bias_scores`` (None when no answer counts).
     """
-    from corrsteer.tasks.bbq import _field
+    from corrsteer.tasks.bbq import meta_field
 
-    conditions = {str(_field(r, "context_condition")) for r in records}
+    conditions = {str(meta_field(r, "context_condition")) for r in records}
     if len(conditions) != 1 or next(iter(conditions)) not in BIAS_KEYS:
         raise ValueError(f"bias_intervals needs the records of one BBQ context condition, got {sorted(conditions)}")
     condition = next(iter(conditions))
