@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from corrsteer import atomic
 from corrsteer.config import POOLS, POSITIONS, check_choice, fingerprint
 from corrsteer.controls import ControlState, identity_sae, residual_means
 from corrsteer.correlation import CorrelationAccumulator
@@ -113,14 +114,8 @@ def save_checkpoint(path: Path, col: Collection, offset: int) -> None:
         arrays[f"layer_{layer}"] = np.frombuffer(acc.to_bytes(), dtype=np.uint8)
     if col.controls is not None:
         arrays.update(col.controls.to_arrays())
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(buf.getvalue())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic.atomic_open(path, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Collection, int]:
@@ -329,8 +324,6 @@ def _generate_with_residuals(model: Any, tokenizer: Any, task: Any, saes: Mappin
 
 
 def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
+    with atomic.atomic_open(path, "w") as fh:
         for r in records:
             fh.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)

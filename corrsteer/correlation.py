@@ -19,13 +19,12 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from typing import Any
 
 import numpy as np
 
-from corrsteer import _core, kernels
+from corrsteer import _core, atomic, kernels
 from corrsteer.errors import CorrsteerError
 
 KINDS = ("binary", "pearson")
@@ -231,31 +230,8 @@ class CorrelationAccumulator:
         return cls._wrap(_core.Accumulator.from_bytes(data))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write :meth:`to_bytes` atomically: temp file in the same dir, fsync, rename."""
-        target = os.path.abspath(os.fspath(path))
-        directory = os.path.dirname(target)
-        data = self.to_bytes()
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".corrsteer-acc-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        try:  # make the rename itself durable where the platform allows it
-            dir_fd = os.open(directory, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass
-        finally:
-            os.close(dir_fd)
+        """Write :meth:`to_bytes` atomically: temp file in the same dir, fsync, rename (:mod:`corrsteer.atomic`)."""
+        atomic.write_bytes(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CorrelationAccumulator:

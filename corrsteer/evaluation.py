@@ -30,16 +30,15 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
+
+# generation records I/O lives in corrsteer.records; re-exported here for existing callers
+from corrsteer.records import pair_records, read_generations_jsonl, write_generations_jsonl
 
 __all__ = [
     "compare",
@@ -413,130 +412,3 @@ def compare_table(results: Mapping[str, Mapping]) -> str:
             str(base.get("n", steered.get("n", "–"))),
         ]) + " |")
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------- generation records
-
-_RECORD_KEYS = ("id", "category", "prompt", "completion", "extracted", "reward")
-_CONDITIONS = ("baseline", "steered")
-
-
-def _json_default(obj: object) -> object:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
-
-
-def write_generations_jsonl(path: str | os.PathLike, records: Sequence[Mapping]) -> Path:
-    """Write evaluated samples to a JSONL file atomically (temp file + ``os.replace``).
-
-    Args:
-        path: destination ``.jsonl``; its folder is created if missing.
-        records: dicts with at least ``id, category, prompt, completion, extracted,
-            reward`` (reward 0/1) and optionally ``condition`` ("baseline" | "steered")
-            and task meta. NumPy scalars/arrays are converted; NaN is refused.
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    lines = []
-    for i, rec in enumerate(records):
-        if not isinstance(rec, Mapping):
-            raise TypeError(f"records[{i}] must be a dict, got {type(rec).__name__}")
-        missing = [k for k in _RECORD_KEYS if k not in rec]
-        if missing:
-            raise ValueError(f"records[{i}] (id={rec.get('id')!r}) lacks {missing}; a record "
-                             f"needs {list(_RECORD_KEYS)}")
-        if rec["reward"] not in (0, 1):  # also refuses NaN, strings, None
-            raise ValueError(f"records[{i}] has reward {rec['reward']!r}; rewards are 0 or 1")
-        if "condition" in rec and rec["condition"] not in _CONDITIONS:
-            raise ValueError(f"records[{i}] has condition {rec['condition']!r}; "
-                             f"use one of {_CONDITIONS}")
-        try:
-            lines.append(json.dumps(dict(rec), ensure_ascii=False, allow_nan=False,
-                                    default=_json_default))
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"records[{i}] (id={rec.get('id')!r}) cannot be written as JSON: "
-                            f"{exc}") from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    log.info("wrote %d generation records to %s", len(lines), path)
-    return path
-
-
-def read_generations_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file written by :func:`write_generations_jsonl`.
-
-    Args:
-        path: the ``.jsonl`` file. Blank lines are skipped.
-
-    Returns:
-        The records, in file order.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: a line is not a JSON object or lacks a record key (file and line named).
-    """
-    path = Path(path)
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno} is not valid JSON ({exc.msg}); the file is "
-                                 "truncated or not a generations file") from exc
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{lineno} holds a {type(rec).__name__}, not a record object")
-            missing = [k for k in _RECORD_KEYS if k not in rec]
-            if missing:
-                raise ValueError(f"{path}:{lineno} lacks {missing}; not a generations file")
-            records.append(rec)
-    return records
-
-
-def pair_records(records: Sequence[Mapping]) -> tuple[list[str], list[str | None], list[int], list[int]]:
-    """Pair baseline and steered records by ``id`` for :func:`compare`.
-
-    Args:
-        records: records with ``condition`` "baseline" or "steered", each id once per
-            condition (order free).
-
-    Returns:
-        ``(ids, categories, baseline_rewards, steered_rewards)`` in the baseline order.
-    """
-    by_cond: dict[str, dict[str, Mapping]] = {c: {} for c in _CONDITIONS}
-    for i, rec in enumerate(records):
-        cond = rec.get("condition")
-        if cond not in _CONDITIONS:
-            raise ValueError(f"records[{i}] has condition {cond!r}; pairing needs "
-                             f"one of {_CONDITIONS}")
-        key = str(rec["id"])
-        if key in by_cond[cond]:
-            raise ValueError(f"id {key!r} appears twice in the {cond} records")
-        by_cond[cond][key] = rec
-    base, steer = by_cond["baseline"], by_cond["steered"]
-    if base.keys() != steer.keys():
-        only_b = sorted(base.keys() - steer.keys())[:3]
-        only_s = sorted(steer.keys() - base.keys())[:3]
-        raise ValueError(f"baseline and steered records cover different samples (only baseline: "
-                         f"{only_b}, only steered: {only_s}); evaluate both on the same test split")
-    ids = list(base)
-    return (ids, [base[k].get("category") for k in ids],
-            [int(base[k]["reward"]) for k in ids], [int(steer[k]["reward"]) for k in ids])

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from corrsteer.atomic import write_json
 from corrsteer.errors import CorrsteerError
 from corrsteer.layers import d_model, find_layers
 from corrsteer.sites import check_site, read_sites
@@ -453,10 +454,7 @@ class LabelCorrelations:
                     files[kind][label][str(layer)] = name
         summary = {"format": "corrsteer.labels/1", "labels": self.labels, "counts": self.counts, "n": self.n,
                    "layers": self.layers, "meta": self.meta, "files": files, "top": self.table(k)}
-        tmp = root / "labels.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=1))
-        tmp.replace(root / "labels.json")
-        return root / "labels.json"
+        return write_json(root / "labels.json", summary, indent=1)
 
     @classmethod
     def load(cls, directory: str | Path) -> LabelCorrelations:

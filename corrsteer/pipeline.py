@@ -35,12 +35,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from corrsteer import atomic
 from corrsteer.collection import Collection, collect, load_collection
 from corrsteer.config import RunConfig
-from corrsteer.evaluation import compare, read_generations_jsonl, write_generations_jsonl
+from corrsteer.evaluation import compare
 from corrsteer.generation import generate
 from corrsteer.hooks import steer
 from corrsteer.models import find_layers, load_model, model_id
+from corrsteer.records import read_generations_jsonl, write_generations_jsonl
 from corrsteer.report import write_report
 from corrsteer.selection import Selection, load_selection, save_selection, select
 from corrsteer.tasks import get_task
@@ -222,9 +224,7 @@ def correlations_summary(accumulators: Mapping[int, Any], k: int = 5) -> dict[st
 
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic.write_json(path, obj, indent=2, default=str)
 
 
 def stage_collect(cfg: RunConfig, res: Resources, on_checkpoint: Callable[[int], None] | None = None) -> Collection:

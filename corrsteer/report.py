@@ -19,11 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from corrsteer import figures
+from corrsteer import atomic, figures
 from corrsteer.evaluation import compare_table, verdict
 
 __all__ = ["write_report", "write_comparison_report"]
@@ -38,18 +37,6 @@ _STATS_NOTE = (
     "(POS: 0→1, NEG: 1→0). SER = NEG / (NEG + POS), the share of changed answers that "
     "steering broke; – when nothing changed. Category error bars are 95% Wilson intervals."
 )
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _cell(v: object) -> str:
@@ -121,9 +108,13 @@ def _section_metrics(metrics: object) -> list[str]:
     return ["## Task metrics\n", _table(["metric", "baseline", "steered", "Δ"], rows)]
 
 
-def _section_features(features: object) -> list[str]:
+def _section_features(features: object, steered_layers: object = None, method: object = None) -> list[str]:
     if features is None:
         return []
+    if not features and steered_layers:  # a vector without SAE features, e.g. diff-in-means
+        layers = ", ".join(str(l) for l in steered_layers)
+        return ["## Features steered\n", f"No SAE feature: the `{method or 'selection'}` vectors steer "
+                f"the residual stream directly at layer(s) {layers}.\n"]
     if not features:
         return ["## Features steered\n", "No feature was steered (the selection kept none), so "
                 "the steered run equals the baseline up to numerical noise.\n"]
@@ -227,12 +218,12 @@ def write_report(out_dir: str | os.PathLike, results: Mapping,
         md += ["## Per category\n", compare_table(dict(sorted(per_cat.items())))]
     md.append("\n![Baseline vs steered per category](figures/category_scores.png)\n")
     md += _section_metrics(results.get("metrics"))
-    md += _section_features(results.get("features"))
+    md += _section_features(results.get("features"), results.get("steered_layers"), results.get("method"))
     md += _section_selection(results.get("selection"), fig_dir)
     md += _section_correlations(correlations, fig_dir)
     md += _section_timings(results.get("timings"))
     path = out_dir / "report.md"
-    _atomic_write_text(path, "\n".join(md))
+    atomic.write_text(path, "\n".join(md))
     log.info("wrote %s", path)
     return path
 
@@ -271,6 +262,7 @@ def write_comparison_report(out_dir: str | os.PathLike, rows: Mapping[str, Mappi
         figures.plot_deltas(rows, fig_dir / "deltas.png")
         md.append("\n![Δ per condition with 95% CI](figures/deltas.png)\n")
     path = out_dir / filename
-    _atomic_write_text(path, "\n".join(md) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(path, "\n".join(md) + "\n")
     log.info("wrote %s", path)
     return path

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from corrsteer import atomic
 from corrsteer.config import MODES, check_choice
 from corrsteer.steering import steering_vector
 
@@ -299,17 +300,13 @@ def save_selection(sel: Selection, directory: str | os.PathLike[str]) -> Path:
     Returns:
         The folder as a ``Path``.
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {f"layer_{l}": np.ascontiguousarray(v, dtype=np.float32) for l, v in sel.vectors.items()}
-    tmp = d / (VECTORS_FILE + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, d / VECTORS_FILE)
-    tmp = d / (SELECTION_JSON + ".tmp")
-    tmp.write_text(json.dumps(sel.to_dict(), indent=2) + "\n")
-    os.replace(tmp, d / SELECTION_JSON)
+    atomic.write_bytes(d / VECTORS_FILE, save(tensors))
+    atomic.write_json(d / SELECTION_JSON, sel.to_dict(), indent=2)
     return d
 
 
