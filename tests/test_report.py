@@ -112,6 +112,15 @@ def test_write_report_says_when_nothing_was_steered(tmp_path):
     assert "**Verdict:** no change: steering altered no test reward" in md
 
 
+
+def test_write_report_names_featureless_vectors(tmp_path):
+    # diff-in-means steers residual vectors with no SAE feature: not "nothing was steered"
+    res = compare([0, 1, 1], [1, 1, 1], n_boot=50)
+    res.update(mode="all", method="diff-in-means", features=[], steered_layers=[6, 9])
+    md = write_report(tmp_path, res).read_text()
+    assert "No feature was steered" not in md
+    assert "`diff-in-means` vectors steer the residual stream directly at layer(s) 6, 9" in md
+
 def test_write_report_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="results lacks steered"):
         write_report(tmp_path, {"baseline": {"score": 0.5, "n": 4}})
