@@ -199,8 +199,14 @@ def format_headline(results: dict[str, Any]) -> str:
         f"McNemar p = {format_p(results['mcnemar_p'])}, "
         f"SER = {'n/a' if ser is None else f'{ser:.2f}'} (POS {results.get('pos')}, NEG {results.get('neg')})",
         f"features  {ftxt}",
-        f"verdict   {verdict(results)}",
     ]
+    sel = results.get("selection") or {}
+    tried = [c for c in sel.get("candidates") or [] if c.get("val_score") is not None]
+    if tried and sel.get("baseline_val_score") is not None:
+        lines.append(f"validated unsteered {_pct(sel['baseline_val_score'])}; " + ", ".join(
+            f"L{c['layer']} {c.get('sign', '+')}#{c['index']} {_pct(c['val_score'])}{' kept' if c.get('kept') else ''}"
+            for c in tried))
+    lines.append(f"verdict   {verdict(results)}")
     timings = results.get("timings") or {}
     if "total_s" in timings:
         lines.append(f"time      {timings['total_s']:.0f} s")

@@ -97,6 +97,11 @@ def test_format_headline_shows_scores_interval_p_ser_and_features() -> None:
     results.update(features=[], ser=None, selection={"note": "nothing kept: x"})
     text = format_headline(results)
     assert "features  none (nothing kept: x)" in text and "SER = n/a" in text
+    assert "validated" not in text  # no validation ran (mode all)
+    results["selection"] = {"note": "n", "baseline_val_score": 0.5, "candidates": [
+        {"layer": 2, "index": 9, "sign": "+", "val_score": 0.56, "kept": True},
+        {"layer": 2, "index": 4, "sign": "-", "val_score": 0.48, "kept": False}]}
+    assert "validated unsteered 50.0%; L2 +#9 56.0% kept, L2 -#4 48.0%\n" in format_headline(results)
 
 
 @pytest.fixture
