@@ -18,9 +18,14 @@ texts, and within the label's texts).
 
 Batches are right-padded (a causal model's real tokens never attend to right padding,
 so a text's ``z`` does not depend on its batch) and sorted by length, and the forward
-pass stops after the deepest SAE site (the LM head never runs). Data sources are
-:func:`load_labelled`; the command line is :func:`main_labels`; comparing SAEs is
-:mod:`corrsteer.sae_comparison`.
+pass stops after the deepest SAE site (the LM head never runs).
+
+This module holds the pooled activations (:func:`iter_pooled`, :func:`pool_texts`) and
+the correlation results (:func:`label_correlations`, :func:`correlate_sets`,
+:class:`LabelCorrelations`). The data sources are :mod:`corrsteer.labelled`
+(:func:`load_labelled`, re-exported here); the command line is
+:mod:`corrsteer.labels_cli` (``main_labels``, also importable from here); comparing
+SAEs is :mod:`corrsteer.sae_comparison`.
 
 Example:
     >>> from corrsteer.labels import label_correlations, load_labelled
@@ -32,203 +37,46 @@ Example:
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import json
 import logging
-import sys
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from corrsteer.atomic import write_json
-from corrsteer.errors import CorrsteerError
+from corrsteer.labelled import LabelledTexts, check_labelled, load_labelled
 from corrsteer.layers import d_model, find_layers
 from corrsteer.sites import check_site, read_sites
+
+if TYPE_CHECKING:  # at run time: __getattr__ below (corrsteer.labels_cli imports this module)
+    from corrsteer.labels_cli import add_data_options, data_from_args, main_labels, run_cli
 
 log = logging.getLogger(__name__)
 
 POOLS = ("max", "mean")
-DATASETS = ("emgsd", "sst2")
-SPLITS = ("train", "validation", "test", "all")
-SST2_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
-SST2_LABELS = ("negative", "positive")
 
 __all__ = ["LabelCorrelations", "LabelledTexts", "check_labelled", "iter_pooled", "label_correlations",
            "load_labelled", "main_labels", "pool_texts"]
 
-
-# --------------------------------------------------------------------------------- data
-
-
-@dataclass
-class LabelledTexts:
-    """Texts with one label each (and optionally a group, e.g. EMGSD's category)."""
-
-    texts: list[str]                 # the texts, read as they are (no template)
-    labels: list[str]                # one label per text
-    groups: list[str] | None = None  # one group per text, or None
-    source: str = ""                 # where the rows came from (file and split)
+# the command line moved to corrsteer.labels_cli; its names are still importable from here
+_CLI_NAMES = {"add_data_options", "data_from_args", "main_labels", "run_cli"}
 
 
-def load_labelled(dataset: str, *, split: str | None = None, text_column: str = "text",
-                  label_column: str = "label", group_column: str | None = None,
-                  groups: Collection[str] | None = None, n: int | None = None, seed: int = 0,
-                  data_dir: str | None = None) -> LabelledTexts:
-    """Read a labelled text dataset: ``"emgsd"``, ``"sst2"`` or a CSV/TSV/JSONL/JSON file.
-
-    Args:
-        dataset: ``"emgsd"`` (label = stereotype/neutral/unrelated, group = category,
-            ``"unrelated"`` for unrelated rows), ``"sst2"`` (negative/positive), or a path.
-        split: for emgsd the ``corrsteer.tasks`` carve (``"train"`` by default, so that
-            the task's test split stays unseen), for sst2 the official file (``"train"``);
-            ``"all"`` takes every row. Not allowed for a file (every row is used).
-        text_column, label_column, group_column: the file's columns (files only).
-        groups: keep only rows of these groups (e.g. ``{"gender"}``).
-        n: draw this many rows (seeded, without replacement); None = all.
-        seed: seed of the draw.
-        data_dir: datasets root (see :mod:`corrsteer.tasks.data`); None = default search.
-
-    Returns:
-        :class:`LabelledTexts`, checked by :func:`check_labelled`.
-
-    Raises:
-        ValueError: unknown split, missing column, empty file, empty text, fewer than two
-            labels, a group filter that matches nothing, ``n`` larger than the data.
-    """
-    if dataset in DATASETS:
-        split = split or "train"
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        texts, labels, grp, source = (_read_emgsd if dataset == "emgsd" else _read_sst2)(split, data_dir)
-    else:
-        if split is not None:
-            raise ValueError(f"split={split!r} applies to {DATASETS} only; a file is used whole")
-        texts, labels, grp, source = _read_file(dataset, text_column, label_column, group_column)
-    if groups is not None:
-        if grp is None:
-            raise ValueError(f"groups={sorted(groups)} needs a group column; {source} has none "
-                             "(pass group_column=...)")
-        keep = [i for i, g in enumerate(grp) if g in set(groups)]
-        if not keep:
-            raise ValueError(f"no row of {source} is in groups {sorted(groups)}; groups present: "
-                             f"{sorted({g for g in grp if g is not None})}")
-        texts, labels, grp = [texts[i] for i in keep], [labels[i] for i in keep], [grp[i] for i in keep]
-        source += f" groups={','.join(sorted(groups))}"
-    if n is not None:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive int or None, got {n!r}")
-        if n > len(texts):
-            raise ValueError(f"n={n} but {source} has {len(texts)} rows; pass n <= {len(texts)}")
-        order = np.random.default_rng(seed).permutation(len(texts))[:n]
-        texts, labels = [texts[i] for i in order], [labels[i] for i in order]
-        grp = None if grp is None else [grp[i] for i in order]
-        source += f" n={n} seed={seed}"
-    texts, labels, grp, _ = check_labelled(texts, labels, grp)
-    return LabelledTexts(texts, labels, grp, source)
+def __getattr__(name: str) -> Any:
+    if name in _CLI_NAMES:
+        return getattr(importlib.import_module("corrsteer.labels_cli"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _read_emgsd(split: str, data_dir: str | None) -> tuple[list[str], list[str], list[str], str]:
-    from corrsteer.tasks.data import dataset_dir, read_csv
-    from corrsteer.tasks.emgsd import LABELS
-
-    path = dataset_dir("emgsd", "emgsd_sample.csv", data_dir) / "emgsd_sample.csv"
-    rows = read_csv(path, ("text", "label", "category"))
-    index = range(len(rows))
-    if split != "all":  # the task's own carve, so that its test split stays unseen here
-        from corrsteer.tasks import get_task
-
-        ids = [s.id for s in get_task("emgsd", data_dir=data_dir).splits()[split]]
-        prefix = f"emgsd/{path.name}:"
-        if not all(i.startswith(prefix) for i in ids):
-            raise CorrsteerError(f"EMGSD sample ids no longer look like {prefix!r}<row>; update "
-                                 "corrsteer.labels._read_emgsd to the task's id format")
-        index = sorted(int(i[len(prefix):]) for i in ids)
-    texts, labels, groups = [], [], []
-    for i in index:
-        label = rows[i]["label"].strip()
-        if label not in LABELS:
-            raise ValueError(f"{path}:{i}: label {label!r} is not one of {LABELS}")
-        texts.append(rows[i]["text"].strip())
-        labels.append(label)
-        groups.append(rows[i]["category"].strip() or "unrelated")
-    return texts, labels, groups, f"{path} split={split}"
-
-
-def _read_sst2(split: str, data_dir: str | None) -> tuple[list[str], list[str], None, str]:
-    from corrsteer.tasks.data import dataset_dir, verify
-
-    folder = dataset_dir("sst2", "*.tsv", data_dir)
-    texts, labels = [], []
-    for name in (SST2_FILES.values() if split == "all" else [SST2_FILES[split]]):
-        path = folder / name
-        if not path.is_file():
-            raise ValueError(f"SST-2: {path} is missing; the folder needs {sorted(SST2_FILES.values())}")
-        verify(path)
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-            label, _, text = line.partition("\t")
-            if label not in ("0", "1") or not text.strip():
-                raise ValueError(f"{path}:{i + 1}: expected 'label<TAB>sentence' with label 0 or 1")
-            texts.append(text.strip())
-            labels.append(SST2_LABELS[int(label)])
-    return texts, labels, None, f"{folder} split={split}"
-
-
-def _read_file(path: str, text_column: str, label_column: str,
-               group_column: str | None) -> tuple[list[str], list[str], list[str] | None, str]:
-    from corrsteer.tasks.data import read_table
-
-    needed = [text_column, label_column] + ([group_column] if group_column else [])
-    rows = read_table(path, needed)
-    if not rows:
-        raise ValueError(f"{path}: no rows; a labelled file needs a header and at least two labels")
-    for i, row in enumerate(rows):
-        if not isinstance(row[text_column], str):
-            raise ValueError(f"{path} row {i}: column {text_column!r} is {type(row[text_column]).__name__}, "
-                             "not text; pass text_column= the column that holds the texts")
-        if row[label_column] is None or str(row[label_column]).strip() == "":
-            raise ValueError(f"{path} row {i}: empty label in column {label_column!r}")
-    texts = [row[text_column].strip() for row in rows]
-    labels = [str(row[label_column]).strip() for row in rows]
-    groups = None if group_column is None else [str(row[group_column]).strip() or None for row in rows]
-    return texts, labels, groups, str(path)
-
-
-def check_labelled(texts: Sequence[str], labels: Sequence[Any], groups: Sequence[Any] | None = None
-                   ) -> tuple[list[str], list[str], list[str] | None, list[str]]:
-    """Check texts and labels; return them as lists of str and the sorted label names.
-
-    Raises:
-        TypeError: a text that is not a str.
-        ValueError: empty data, an empty text, lengths that differ, fewer than two labels.
-    """
-    if isinstance(texts, str) or isinstance(labels, str):
-        raise TypeError("texts and labels must be sequences (one entry per text), not a single str")
-    texts, labels = list(texts), list(labels)
-    if not texts:
-        raise ValueError("texts is empty; give at least two labelled texts")
-    if len(labels) != len(texts):
-        raise ValueError(f"labels has {len(labels)} entries but texts has {len(texts)}; give one label per text")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is a {type(text).__name__}; texts must be str")
-        if not text.strip():
-            raise ValueError(f"texts[{i}] is empty; drop empty rows before correlating")
-    labels = [str(y) for y in labels]
-    names = sorted(set(labels))
-    if len(names) < 2:
-        raise ValueError(f"every text has the label {names[0]!r}; one-vs-rest correlation needs at "
-                         "least two labels (check the label column or the group filter)")
-    if groups is not None:
-        groups = [None if g is None else str(g) for g in groups]
-        if len(groups) != len(texts):
-            raise ValueError(f"groups has {len(groups)} entries but texts has {len(texts)}")
-    return texts, labels, groups, names
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _CLI_NAMES)
 
 
 # ------------------------------------------------------------------------ pooled activations
@@ -554,97 +402,3 @@ def correlate_sets(model: Any, tokenizer: Any, sae_sets: Mapping[str, Mapping[in
              len(sae_sets), seconds)
     return {s: LabelCorrelations(accs[s], counts, dict(meta), None if nulls is None else nulls[s])
             for s in sae_sets}
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def add_data_options(p: argparse.ArgumentParser) -> None:
-    """The options shared by ``corrsteer labels`` and ``corrsteer compare-saes``."""
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", required=True, help="emgsd | sst2 | a CSV/TSV/JSONL/JSON file")
-    g.add_argument("--split", help="emgsd/sst2: train (default) | validation | test | all")
-    g.add_argument("--text-column", default="text", help="files: the text column (text)")
-    g.add_argument("--label-column", default="label", help="files: the label column (label)")
-    g.add_argument("--group-column", help="files: a group column for --groups")
-    g.add_argument("--groups", help="keep only these groups, comma-separated (emgsd: its categories)")
-    g.add_argument("--n", type=int, help="draw this many rows (seeded); default all")
-    g.add_argument("--seed", type=int, default=0, help="seed of the draw (0)")
-    g.add_argument("--data-dir", help="datasets root (default: ../shared/datasets or $CORRSTEER_DATA)")
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default="gemma-3-270m", help="embedded name, HF folder, .gguf or hub id")
-    g.add_argument("--device", help="torch device (default: cuda if available)")
-    g.add_argument("--layers", help="layers: 3,6,9 | 2-5 | all (default: every SAE's layer)")
-    g.add_argument("--pool", default="max", choices=POOLS, help="pooling over the text's tokens (max)")
-    g.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (16)")
-    g.add_argument("--max-length", type=int, default=128, help="tokens per text (128)")
-    g.add_argument("--out", help="output folder")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    g.add_argument("-v", "--verbose", action="count", default=0, help="log progress (-vv: debug)")
-    g.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-
-
-def data_from_args(args: argparse.Namespace) -> LabelledTexts:
-    """:func:`load_labelled` with the options of :func:`add_data_options`."""
-    groups = None if not args.groups else {g.strip() for g in args.groups.split(",") if g.strip()}
-    group_column = args.group_column
-    return load_labelled(args.dataset, split=args.split, text_column=args.text_column,
-                         label_column=args.label_column, group_column=group_column, groups=groups,
-                         n=args.n, seed=args.seed, data_dir=args.data_dir)
-
-
-def run_cli(argv: Sequence[str] | None, parser: argparse.ArgumentParser, body: Any) -> int:
-    """Parse, set up logging, run ``body(args)``; user errors exit 2, library errors 1."""
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-                        format="%(levelname)s %(name)s: %(message)s")
-    from corrsteer.cli import report_errors
-
-    return report_errors(lambda: body(args), args.debug, f"corrsteer {parser.prog.split()[-1]}")
-
-
-def _labels_body(args: argparse.Namespace) -> None:
-    from corrsteer.cli import parse_layers
-    from corrsteer.models import load_model, model_id
-    from corrsteer.pipeline import load_saes
-
-    layers = parse_layers(args.layers)
-    if args.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
-    t0 = time.perf_counter()
-    data = data_from_args(args)  # bad data fails before the model loads
-    model, tokenizer = load_model(args.model, device=args.device)
-    saes = load_saes(args.sae, model, tokenizer, layers)
-    lc = label_correlations(model, tokenizer, saes, data.texts, data.labels, groups=data.groups, pool=args.pool,
-                            batch_size=args.batch_size, max_length=args.max_length, progress=args.progress)
-    lc.meta.update({"source": data.source, "model": model_id(model), "sae": args.sae, "command": args.command_line,
-                    "total_s": round(time.perf_counter() - t0, 1)})
-    out = Path(args.out or f"runs/labels_{Path(args.dataset).stem}")
-    lc.save(out, k=max(args.top_k, 10))
-    text = (f"# Label features: {data.source}\n\nmodel {lc.meta['model']} · SAE {args.sae} · pool {args.pool} · "
-            f"{lc.n} texts {lc.counts} · {lc.meta['seconds']:.0f} s (total {lc.meta['total_s']:.0f} s)\n\n"
-            f"`{args.command_line}`\n\n" + lc.markdown(args.top_k))
-    (out / "labels.md").write_text(text)
-    print(text)
-    print(f"saved {out / 'labels.json'}, {out / 'labels.md'} and {out / 'acc'}")
-
-
-def main_labels(argv: Sequence[str] | None = None) -> int:
-    """``corrsteer labels``: per label and layer, the SAE features that fire for the label.
-
-    Example::
-
-        corrsteer labels --dataset emgsd --model gemma-3-270m --sae default --n 2000 --out runs/labels_emgsd
-
-    Prints the top features (r, coefficient, frequency) per label and layer and saves
-    ``labels.json``, ``labels.md`` and the accumulators under ``--out``.
-    """
-    p = argparse.ArgumentParser(prog="corrsteer labels",
-                                description="Per label and layer, the SAE features that fire for the label.")
-    add_data_options(p)
-    p.add_argument("--sae", default="default",
-                   help="'default' (the model's trained SAEs) or SAE paths, comma-separated")
-    p.add_argument("--top-k", type=int, default=5, help="features shown per label and layer (5)")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    p.set_defaults(command_line=" ".join(["corrsteer labels", *argv]))
-    return run_cli(argv, p, _labels_body)

@@ -1,4 +1,4 @@
-"""SAEs: the :class:`SAE` class, plus lazily loaded ``formats`` (load/save) and ``train``.
+"""SAEs: the :class:`SAE` class, plus lazily loaded ``formats`` (load/save), ``hub``, ``train`` and helpers.
 
 Example:
     >>> from corrsteer.sae import SAE
@@ -12,7 +12,7 @@ from typing import Any
 from corrsteer.sae.model import SAE
 
 __all__ = ["SAE"]
-_SUBMODULES = {"formats", "train", "model", "defaults", "harvest"}
+_SUBMODULES = {"formats", "train", "model", "defaults", "harvest", "hub", "hook_names", "safetensors_io"}
 
 
 def __getattr__(name: str) -> Any:

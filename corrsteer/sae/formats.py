@@ -26,6 +26,13 @@ refused with an error naming the file and the field (``normalize_activations`` o
 than ``"none"``, ``hook_head_index``, ``hook_z`` reshaping, transcoders). Nothing here
 imports torch.
 
+This module holds :func:`load_sae`, :func:`save_sae`, the three format readers and their
+shared checks. Hook-name parsing (``parse_hook_name``, ``hook_name_for``) is
+:mod:`corrsteer.sae.hook_names`, the safetensors reader and writer
+(``read_safetensors``, ``write_safetensors``) :mod:`corrsteer.sae.safetensors_io` and
+downloading from the Hugging Face hub (``load_sae_from_hub``) :mod:`corrsteer.sae.hub`;
+all of them are still importable from here.
+
 Example:
     >>> from corrsteer.sae.formats import load_sae, save_sae     # doctest: +SKIP
     >>> sae = load_sae("gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82")
@@ -35,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -42,11 +50,16 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from corrsteer.errors import CorrsteerError
+from corrsteer.sae.hook_names import SITES, hook_name_for, parse_hook_name  # noqa: F401 - SITES re-exported
+from corrsteer.sae.safetensors_io import read_safetensors, write_safetensors
+
+if TYPE_CHECKING:  # at run time: __getattr__ below (corrsteer.sae.hub imports this module)
+    from corrsteer.sae.hub import load_sae_from_hub
 
 logger = logging.getLogger(__name__)
 
@@ -433,256 +446,16 @@ def _jsonable(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# hook names: where an SAE reads the model (METHOD.md §1)
+# load_sae_from_hub, still importable from here; lazily, as corrsteer.sae.hub imports this module
 
-SITES = ("resid_pre", "resid_mid", "resid_post", "mlp_out", "attn_out")
-# TransformerLens / SAELens: "blocks.12.hook_resid_post"
-_TL_HOOK = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_mid|resid_post|mlp_out|attn_out)$")
-# Hugging Face module paths (Gemma Scope 2): "model.layers.12.output",
-# "model.language_model.layers.12.output", "model.layers.12.post_feedforward_layernorm.output"
-_HF_HOOK = re.compile(r"^(?:model\.)?(?:language_model\.)?(?:model\.)?layers\.(\d+)"
-                      r"(\.post_feedforward_layernorm)?\.(output|input)$")
+_LAZY = {"load_sae_from_hub": "corrsteer.sae.hub"}
 
 
-def parse_hook_name(hook_name: str, *, source: str | None = None) -> tuple[int, str]:
-    """Turn an SAE's hook name into ``(layer, site)``.
-
-    Args:
-        hook_name: SAELens/TransformerLens ``blocks.{L}.hook_{site}`` or a Hugging Face
-            module path as in Gemma Scope 2's ``hf_hook_point_in``
-            (``model.layers.{L}.output`` = ``resid_post``, ``model.layers.{L}.input`` =
-            ``resid_pre``, ``model.layers.{L}.post_feedforward_layernorm.output`` =
-            ``mlp_out``).
-        source: the file the name came from, for the error message.
-
-    Returns:
-        ``(layer, site)`` with ``site`` one of ``SITES``.
-
-    Raises:
-        CorrsteerError: a hook corrsteer cannot attach to (attention ``hook_z``,
-            per-head hooks, embeddings, transcoder inputs).
-    """
-    name = str(hook_name).strip()
-    m = _TL_HOOK.match(name)
-    if m:
-        return int(m.group(1)), m.group(2)
-    m = _HF_HOOK.match(name)
-    if m:
-        if m.group(2):
-            if m.group(3) == "output":
-                return int(m.group(1)), "mlp_out"
-        else:
-            return int(m.group(1)), "resid_post" if m.group(3) == "output" else "resid_pre"
-    where = f"{source}: " if source else ""
-    raise CorrsteerError(
-        f"{where}hook {name!r} is not a site corrsteer can attach to; supported: "
-        f"'blocks.{{L}}.hook_{{{'|'.join(SITES)}}}' and 'model.layers.{{L}}.output' "
-        f"(resid_post), '.input' (resid_pre), '.post_feedforward_layernorm.output' (mlp_out)")
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def hook_name_for(layer: int | None, site: str = "resid_post") -> str | None:
-    """SAELens hook name of a site: ``hook_name_for(12) == "blocks.12.hook_resid_post"``."""
-    if site not in SITES:
-        raise ValueError(f"site must be one of {SITES}, got {site!r}")
-    return None if layer is None else f"blocks.{int(layer)}.hook_{site}"
-
-
-# ---------------------------------------------------------------------------------------------
-# safetensors, read with NumPy alone (bfloat16 included) and checked byte by byte
-
-_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4"}
-
-
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read every tensor of a safetensors file into NumPy (bfloat16 widened to float32).
-
-    Args:
-        path: the ``.safetensors`` file.
-
-    Returns:
-        ``{name: array}`` in the file's shapes.
-
-    Raises:
-        CorrsteerError: the file is truncated, its header is corrupt, or a tensor's
-            bytes do not match its declared dtype and shape (the message names it).
-    """
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise CorrsteerError(f"{p}: cannot read ({exc})") from exc
-    if len(data) < 8:
-        raise CorrsteerError(f"{p}: {len(data)} bytes, too short for a safetensors file "
-                             f"(truncated download?)")
-    n_header = int.from_bytes(data[:8], "little")
-    if n_header > len(data) - 8:
-        raise CorrsteerError(f"{p}: header claims {n_header} bytes but the file has {len(data)}; "
-                             f"the file is truncated or not safetensors")
-    try:
-        header = json.loads(data[8:8 + n_header])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorrsteerError(f"{p}: corrupt safetensors header ({exc})") from exc
-    body = memoryview(data)[8 + n_header:]
-    out: dict[str, np.ndarray] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (start, stop) = info["dtype"], list(info["shape"]), info["data_offsets"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorrsteerError(f"{p}: corrupt header entry for tensor {name!r}") from exc
-        if dtype not in _ST_DTYPES:
-            raise CorrsteerError(f"{p}: tensor {name!r} has unsupported dtype {dtype}")
-        np_dtype = np.dtype(_ST_DTYPES[dtype])
-        n = int(np.prod(shape, dtype=np.int64))
-        if stop > len(body) or start > stop:
-            raise CorrsteerError(f"{p}: tensor {name!r} ends at byte {stop} of a {len(body)}-byte "
-                                 f"body; the file is truncated, download it again")
-        if stop - start != n * np_dtype.itemsize:
-            raise CorrsteerError(f"{p}: tensor {name!r} has {stop - start} bytes, but {dtype} "
-                                 f"{tuple(shape)} needs {n * np_dtype.itemsize}")
-        arr = np.frombuffer(body[start:stop], dtype=np_dtype)
-        if dtype == "BF16":
-            arr = (arr.astype(np.uint32) << 16).view(np.float32)
-        out[name] = arr.reshape(shape).copy()
-    return out
-
-
-def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray]) -> None:
-    """Write float32 C-contiguous copies of ``tensors`` to a safetensors file."""
-    from safetensors.numpy import save_file
-
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
-              str(path), metadata={"format": "np"})
-
-
-# ---------------------------------------------------------------------------------------------
-# Hugging Face hub
-
-_TRUE = {"1", "on", "yes", "true"}
-
-
-def load_sae_from_hub(release: str, sae_id: str, *, revision: str | None = None,
-                      cache_dir: str | os.PathLike | None = None, endpoint: str | None = None,
-                      timeout: float = 10.0, **load_kw: Any) -> Any:
-    """Download (or take from the local cache) an SAE from the Hugging Face hub and load it.
-
-    Args:
-        release: a hub repo id (``"google/gemma-scope-2b-pt-res"``) or a Gemma Scope
-            release name (``"gemma-scope-2b-pt-res"``, ``"gemma-scope-2-1b-pt"``).
-            Other SAELens release names need their repo id (see SAELens'
-            ``pretrained_saes.yaml``).
-        sae_id: the folder inside the repo (``"layer_12/width_16k/average_l0_82"``,
-            ``"resid_post/layer_12_width_16k_l0_small"``, ``"blocks.8.hook_resid_pre"``).
-        revision, cache_dir, endpoint: passed to ``huggingface_hub.hf_hub_download``.
-        timeout: seconds to wait for the hub before failing.
-        **load_kw: ``d_model``, ``layer``, ``device`` for ``load_sae``.
-
-    Returns:
-        The loaded ``corrsteer.SAE``; ``meta["hub"]`` records repo, folder and revision.
-
-    Raises:
-        CorrsteerError: offline (``HF_HUB_OFFLINE=1`` or the hub unreachable) and not
-            cached, or the repo has no SAE at ``sae_id``.
-    """
-    try:
-        import huggingface_hub
-        from huggingface_hub import constants as hf_constants
-    except ImportError as exc:
-        raise CorrsteerError("load_sae_from_hub needs huggingface_hub (pip install "
-                             "huggingface_hub), or download the files and use load_sae(path)") from exc
-    repo_id = _repo_id(release)
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE or bool(
-        hf_constants.HF_HUB_OFFLINE)
-    gs2 = "gemma-scope-2" in repo_id
-    layouts = [[GS2_WEIGHTS, GS2_CFG], [SAELENS_CFG, SAELENS_WEIGHTS], [GS1_WEIGHTS]]
-    if not gs2 and "gemma-scope" in repo_id:
-        layouts = [[GS1_WEIGHTS], [SAELENS_CFG, SAELENS_WEIGHTS]]
-    elif not gs2:
-        layouts = [[SAELENS_CFG, SAELENS_WEIGHTS], [GS2_WEIGHTS, GS2_CFG], [GS1_WEIGHTS]]
-    folder = sae_id.strip("/")
-
-    def fetch(local_only: bool) -> Path | None:
-        for files in layouts:
-            got = []
-            for fname in files:
-                try:
-                    got.append(huggingface_hub.hf_hub_download(
-                        repo_id, f"{folder}/{fname}" if folder else fname, revision=revision,
-                        cache_dir=cache_dir, endpoint=endpoint, etag_timeout=timeout,
-                        local_files_only=local_only))
-                except Exception as exc:  # noqa: BLE001 - classified below
-                    if _is_missing_entry(exc):
-                        break
-                    raise
-            else:
-                return Path(got[0]).parent
-        return None
-
-    try:
-        where = fetch(local_only=True)
-    except Exception:  # noqa: BLE001 - a cache miss in any form means "not cached"
-        where = None
-    if where is None:
-        if offline:
-            raise CorrsteerError(f"SAE {repo_id}/{folder} is not in the local Hugging Face cache and "
-                                 f"HF_HUB_OFFLINE is set; download it on a connected machine or "
-                                 f"load the files with corrsteer.SAE.load(path)")
-        url = endpoint or os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT
-        if not _reachable(url, timeout):
-            raise CorrsteerError(f"cannot reach the Hugging Face hub at {url} within {timeout:g} s "
-                                 f"to download {repo_id}/{folder}; check the network or load the "
-                                 f"files with corrsteer.SAE.load(path)")
-        try:
-            where = fetch(local_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise CorrsteerError(f"downloading {repo_id}/{folder} failed: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-        if where is None:
-            raise CorrsteerError(f"{repo_id} has no SAE at {folder!r}: looked for "
-                                 f"{', '.join('+'.join(f) for f in layouts)}")
-    sae = load_sae(where, **load_kw)
-    sae.meta["hub"] = {"repo_id": repo_id, "sae_id": folder, "revision": revision}
-    return sae
-
-
-def _repo_id(release: str) -> str:
-    release = str(release).strip()
-    if "/" in release:
-        return release
-    if release.startswith("gemma-scope-") and not release.endswith("-canonical"):
-        return f"google/{release}"
-    raise ValueError(f"release {release!r} is not a hub repo id; pass 'owner/name' (for SAELens "
-                     f"releases, the repo_id listed in SAELens' pretrained_saes.yaml)")
-
-
-def _is_missing_entry(exc: Exception) -> bool:
-    names = {c.__name__ for c in type(exc).__mro__}
-    return bool(names & {"EntryNotFoundError", "RemoteEntryNotFoundError",
-                         "LocalEntryNotFoundError"})
-
-
-def _reachable(url: str, timeout: float) -> bool:
-    """True when a TCP connection to ``url``'s host opens within ``timeout`` seconds.
-
-    Runs in a daemon thread so that a hanging DNS lookup cannot block the caller.
-    """
-    import socket
-    import threading
-    from urllib.parse import urlparse
-
-    u = urlparse(url)
-    host, port = u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                ok.append(True)
-        except OSError:
-            ok.append(False)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(ok and ok[0])
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

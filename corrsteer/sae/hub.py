@@ -1,0 +1,153 @@
+"""Loading an SAE from the Hugging Face hub (or its local cache): :func:`load_sae_from_hub`.
+
+The files of one of the layouts that :func:`corrsteer.sae.formats.load_sae` reads are
+taken from the local Hugging Face cache when present, otherwise downloaded, then loaded
+with ``load_sae``. Offline (``HF_HUB_OFFLINE=1``) or with the hub unreachable, an SAE that
+is not cached fails fast with a message saying so. ``huggingface_hub`` is imported only
+when called. :mod:`corrsteer.sae.formats` re-exports :func:`load_sae_from_hub`.
+
+Example:
+    >>> from corrsteer.sae.hub import load_sae_from_hub                 # doctest: +SKIP
+    >>> sae = load_sae_from_hub("gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82")
+    >>> sae.meta["hub"]["repo_id"]
+    'google/gemma-scope-2b-pt-res'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from corrsteer.errors import CorrsteerError
+from corrsteer.sae.formats import GS1_WEIGHTS, GS2_CFG, GS2_WEIGHTS, SAELENS_CFG, SAELENS_WEIGHTS, load_sae
+
+__all__ = ["load_sae_from_hub"]
+
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def load_sae_from_hub(release: str, sae_id: str, *, revision: str | None = None,
+                      cache_dir: str | os.PathLike | None = None, endpoint: str | None = None,
+                      timeout: float = 10.0, **load_kw: Any) -> Any:
+    """Download (or take from the local cache) an SAE from the Hugging Face hub and load it.
+
+    Args:
+        release: a hub repo id (``"google/gemma-scope-2b-pt-res"``) or a Gemma Scope
+            release name (``"gemma-scope-2b-pt-res"``, ``"gemma-scope-2-1b-pt"``).
+            Other SAELens release names need their repo id (see SAELens'
+            ``pretrained_saes.yaml``).
+        sae_id: the folder inside the repo (``"layer_12/width_16k/average_l0_82"``,
+            ``"resid_post/layer_12_width_16k_l0_small"``, ``"blocks.8.hook_resid_pre"``).
+        revision, cache_dir, endpoint: passed to ``huggingface_hub.hf_hub_download``.
+        timeout: seconds to wait for the hub before failing.
+        **load_kw: ``d_model``, ``layer``, ``device`` for ``load_sae``.
+
+    Returns:
+        The loaded ``corrsteer.SAE``; ``meta["hub"]`` records repo, folder and revision.
+
+    Raises:
+        CorrsteerError: offline (``HF_HUB_OFFLINE=1`` or the hub unreachable) and not
+            cached, or the repo has no SAE at ``sae_id``.
+    """
+    try:
+        import huggingface_hub
+        from huggingface_hub import constants as hf_constants
+    except ImportError as exc:
+        raise CorrsteerError("load_sae_from_hub needs huggingface_hub (pip install "
+                             "huggingface_hub), or download the files and use load_sae(path)") from exc
+    repo_id = _repo_id(release)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE or bool(
+        hf_constants.HF_HUB_OFFLINE)
+    gs2 = "gemma-scope-2" in repo_id
+    layouts = [[GS2_WEIGHTS, GS2_CFG], [SAELENS_CFG, SAELENS_WEIGHTS], [GS1_WEIGHTS]]
+    if not gs2 and "gemma-scope" in repo_id:
+        layouts = [[GS1_WEIGHTS], [SAELENS_CFG, SAELENS_WEIGHTS]]
+    elif not gs2:
+        layouts = [[SAELENS_CFG, SAELENS_WEIGHTS], [GS2_WEIGHTS, GS2_CFG], [GS1_WEIGHTS]]
+    folder = sae_id.strip("/")
+
+    def fetch(local_only: bool) -> Path | None:
+        for files in layouts:
+            got = []
+            for fname in files:
+                try:
+                    got.append(huggingface_hub.hf_hub_download(
+                        repo_id, f"{folder}/{fname}" if folder else fname, revision=revision,
+                        cache_dir=cache_dir, endpoint=endpoint, etag_timeout=timeout,
+                        local_files_only=local_only))
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    if _is_missing_entry(exc):
+                        break
+                    raise
+            else:
+                return Path(got[0]).parent
+        return None
+
+    try:
+        where = fetch(local_only=True)
+    except Exception:  # noqa: BLE001 - a cache miss in any form means "not cached"
+        where = None
+    if where is None:
+        if offline:
+            raise CorrsteerError(f"SAE {repo_id}/{folder} is not in the local Hugging Face cache and "
+                                 f"HF_HUB_OFFLINE is set; download it on a connected machine or "
+                                 f"load the files with corrsteer.SAE.load(path)")
+        url = endpoint or os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT
+        if not _reachable(url, timeout):
+            raise CorrsteerError(f"cannot reach the Hugging Face hub at {url} within {timeout:g} s "
+                                 f"to download {repo_id}/{folder}; check the network or load the "
+                                 f"files with corrsteer.SAE.load(path)")
+        try:
+            where = fetch(local_only=False)
+        except Exception as exc:  # noqa: BLE001
+            raise CorrsteerError(f"downloading {repo_id}/{folder} failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        if where is None:
+            raise CorrsteerError(f"{repo_id} has no SAE at {folder!r}: looked for "
+                                 f"{', '.join('+'.join(f) for f in layouts)}")
+    sae = load_sae(where, **load_kw)
+    sae.meta["hub"] = {"repo_id": repo_id, "sae_id": folder, "revision": revision}
+    return sae
+
+
+def _repo_id(release: str) -> str:
+    release = str(release).strip()
+    if "/" in release:
+        return release
+    if release.startswith("gemma-scope-") and not release.endswith("-canonical"):
+        return f"google/{release}"
+    raise ValueError(f"release {release!r} is not a hub repo id; pass 'owner/name' (for SAELens "
+                     f"releases, the repo_id listed in SAELens' pretrained_saes.yaml)")
+
+
+def _is_missing_entry(exc: Exception) -> bool:
+    names = {c.__name__ for c in type(exc).__mro__}
+    return bool(names & {"EntryNotFoundError", "RemoteEntryNotFoundError",
+                         "LocalEntryNotFoundError"})
+
+
+def _reachable(url: str, timeout: float) -> bool:
+    """True when a TCP connection to ``url``'s host opens within ``timeout`` seconds.
+
+    Runs in a daemon thread so that a hanging DNS lookup cannot block the caller.
+    """
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    host, port = u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            ok.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(ok and ok[0])
