@@ -43,8 +43,8 @@ class LabelledTexts:
 
 def load_labelled(dataset: str, *, split: str | None = None, text_column: str = "text",
                   label_column: str = "label", group_column: str | None = None,
-                  groups: Collection[str] | None = None, n: int | None = None, seed: int = 0,
-                  data_dir: str | None = None) -> LabelledTexts:
+                  groups: Collection[str] | None = None, keep_labels: Collection[str] | None = None,
+                  n: int | None = None, seed: int = 0, data_dir: str | None = None) -> LabelledTexts:
     """Read a labelled text dataset: ``"emgsd"``, ``"sst2"`` or a CSV/TSV/JSONL/JSON file.
 
     Args:
@@ -55,6 +55,9 @@ def load_labelled(dataset: str, *, split: str | None = None, text_column: str = 
             ``"all"`` takes every row. Not allowed for a file (every row is used).
         text_column, label_column, group_column: the file's columns (files only).
         groups: keep only rows of these groups (e.g. ``{"gender"}``).
+        keep_labels: keep only rows with these labels, e.g. ``{"stereotype", "neutral"}``
+            for a two-way contrast (one-vs-rest over three EMGSD labels also separates
+            "about a group" from "unrelated", which is not the bias contrast).
         n: draw this many rows (seeded, without replacement); None = all.
         seed: seed of the draw.
         data_dir: datasets root (see :mod:`corrsteer.tasks.data`); None = default search.
@@ -85,6 +88,15 @@ def load_labelled(dataset: str, *, split: str | None = None, text_column: str = 
                              f"{sorted({g for g in grp if g is not None})}")
         texts, labels, grp = [texts[i] for i in keep], [labels[i] for i in keep], [grp[i] for i in keep]
         source += f" groups={','.join(sorted(groups))}"
+    if keep_labels is not None:
+        wanted = {str(k) for k in keep_labels}
+        missing = sorted(wanted - set(labels))
+        if missing:
+            raise ValueError(f"keep_labels {missing} not in {source}; its labels: {sorted(set(labels))}")
+        keep = [i for i, label in enumerate(labels) if label in wanted]
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+        grp = None if grp is None else [grp[i] for i in keep]
+        source += f" labels={','.join(sorted(wanted))}"
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive int or None, got {n!r}")

@@ -37,6 +37,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-column", default="label", help="files: the label column (label)")
     g.add_argument("--group-column", help="files: a group column for --groups")
     g.add_argument("--groups", help="keep only these groups, comma-separated (emgsd: its categories)")
+    g.add_argument("--keep-labels", help="keep only these labels, comma-separated (e.g. stereotype,neutral)")
     g.add_argument("--n", type=int, help="draw this many rows (seeded); default all")
     g.add_argument("--seed", type=int, default=0, help="seed of the draw (0)")
     g.add_argument("--data-dir", help="datasets root (default: ../shared/datasets or $CORRSTEER_DATA)")
@@ -56,10 +57,10 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 def data_from_args(args: argparse.Namespace) -> LabelledTexts:
     """:func:`load_labelled` with the options of :func:`add_data_options`."""
     groups = None if not args.groups else {g.strip() for g in args.groups.split(",") if g.strip()}
-    group_column = args.group_column
+    keep_labels = None if not args.keep_labels else [k.strip() for k in args.keep_labels.split(",") if k.strip()]
     return load_labelled(args.dataset, split=args.split, text_column=args.text_column,
-                         label_column=args.label_column, group_column=group_column, groups=groups,
-                         n=args.n, seed=args.seed, data_dir=args.data_dir)
+                         label_column=args.label_column, group_column=args.group_column, groups=groups,
+                         keep_labels=keep_labels, n=args.n, seed=args.seed, data_dir=args.data_dir)
 
 
 def run_cli(argv: Sequence[str] | None, parser: argparse.ArgumentParser, body: Any) -> int:

@@ -240,6 +240,10 @@ def test_load_labelled_errors(tmp_path):
         load_labelled(path, group_column="grp", groups={"nope"})
     with pytest.raises(ValueError, match="applies to"):
         load_labelled(path, split="train")
+    with pytest.raises(ValueError, match=r"keep_labels \['c'\] not in .*its labels: \['a', 'b'\]"):
+        load_labelled(path, keep_labels={"a", "c"})
+    with pytest.raises(ValueError, match="at least two labels"):
+        load_labelled(path, keep_labels={"a"})
     with pytest.raises(ValueError, match="does not exist"):
         load_labelled(str(tmp_path / "absent.csv"))
     with pytest.raises(TypeError, match="not a single str"):
@@ -254,6 +258,9 @@ def test_load_builtin_emgsd_and_sst2():
     assert {g for g, y in zip(train.groups, train.labels) if y == "unrelated"} == {"unrelated"}
     test_texts = {s.question for s in get_task("emgsd").splits()["test"]}
     assert not any(f'Sentence: "{t}"' in test_texts for t in train.texts)  # the task's test split stays unseen
+    contrast = load_labelled("emgsd", keep_labels={"stereotype", "neutral"}, n=300, seed=0)
+    assert set(contrast.labels) == {"stereotype", "neutral"} and "labels=neutral,stereotype" in contrast.source
+    assert set(contrast.texts) <= set(load_labelled("emgsd").texts)
     gender = load_labelled("emgsd", split="all", groups={"gender"})
     assert len(gender.texts) == 884 and set(gender.labels) == {"stereotype", "neutral"}
     sst = load_labelled("sst2", split="validation")
