@@ -244,7 +244,7 @@ def run_controls(cfg: Any, methods: Sequence[str] = DEFAULT_METHODS, *, model: A
                       n_boot=cfg.n_boot, seed=cfg.seed)
         row.update(method=name, features=[{"layer": f.layer, "index": f.index, "sign": "+" if f.sign > 0 else "-",
                                            "r": f.r, "coefficient": f.coefficient} for f in sel.features],
-                   layers=sorted(sel.vectors), steers=describe(sel), note=sel.note,
+                   steered_layers=sorted(sel.vectors), steers=describe(sel), note=sel.note,
                    metrics=pipeline._task_metrics(res.task, base, steered), selection_meta=sel.meta)
         rows[name] = row
         log.info("controls: %s delta %+.4f", name, row["delta"])

@@ -252,8 +252,13 @@ def write_comparison_report(out_dir: str | os.PathLike, rows: Mapping[str, Mappi
     fig_dir = out_dir / "figures"
     md = [f"# {title}\n", compare_table(rows), f"\n{_STATS_NOTE}\n", "## Verdicts\n"]
     for name, r in rows.items():
-        feats = r.get("features")
-        extra = "" if feats is None else f" ({len(feats)} feature{'s' * (len(feats) != 1)} steered)"
+        feats, layers = r.get("features"), r.get("steered_layers") or []
+        if feats is None:
+            extra = ""
+        elif not feats and layers:  # residual vectors without SAE features (diff-in-means)
+            extra = f" ({len(layers)} residual vector{'s' * (len(layers) != 1)} steered, no SAE feature)"
+        else:
+            extra = f" ({len(feats)} feature{'s' * (len(feats) != 1)} steered)"
         md.append(f"- **{name}**{extra}: {verdict(r)}.")
     commands = [(name, r["command"]) for name, r in rows.items() if r.get("command")]
     if commands:

@@ -185,7 +185,7 @@ def test_controls_table_end_to_end(tmp_path: Any, tiny_llama: Any, tiny_tokenize
     assert (tmp_path / "figures" / "deltas.png").is_file()
     rows = saved["rows"]
     assert [f["layer"] for f in rows["random"]["features"]] == [f["layer"] for f in rows["corrsteer"]["features"]]
-    assert rows["diff-in-means"]["layers"] == rows["corrsteer"]["layers"]
+    assert rows["diff-in-means"]["steered_layers"] == rows["corrsteer"]["steered_layers"]
     assert all(f["sign"] == "-" for f in rows["negative"]["features"]) and rows["negative"]["features"]
     assert rows["mi"]["features"] and rows["fisher"]["features"] and rows["shuffled"]["features"]
     steered = {name: [json.loads(line)["completion"] for line in

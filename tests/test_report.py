@@ -167,12 +167,14 @@ def test_layer_correlation_figure_uses_top_feature_per_sign(tmp_path, captured):
 
 def test_write_comparison_report(tmp_path):
     rows = {"all": _results(seed=2), "pruned": _results(seed=3),
-            "no delta": {"baseline": {"score": 0.5, "n": 10}, "steered": {"score": 0.5, "n": 10}}}
+            "no delta": {"baseline": {"score": 0.5, "n": 10}, "steered": {"score": 0.5, "n": 10}},
+            "diff-in-means": {**_results(seed=4), "features": [], "steered_layers": [3, 9]}}
     rows["all"]["command"] = "corrsteer run --task bbq-ambig --mode all"
     path = write_comparison_report(tmp_path, rows, title="BBQ ambiguous")
     md = path.read_text()
     assert md.startswith("# BBQ ambiguous") and compare_table(rows) in md
     assert f"- **pruned** (2 features steered): {verdict(rows['pruned'])}." in md
+    assert "- **diff-in-means** (2 residual vectors steered, no SAE feature):" in md
     assert "- all: `corrsteer run --task bbq-ambig --mode all`" in md
     _assert_png(tmp_path / "figures" / "deltas.png")
     with pytest.raises(ValueError, match="non-empty"):
