@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from corrsteer import atomic
 from corrsteer.selection import Feature, Selection, _sites, _vectors
 
 log = logging.getLogger(__name__)
@@ -244,6 +245,8 @@ def debias(model: Any, tokenizer: Any, conditions: Mapping[str, Any], tasks: Seq
                 write_generations_jsonl(Path(out_dir) / "generations" / f"{name}_{cond}.jsonl", base + steered)
         doc["tasks"][name] = entry
     doc["timings"] = {"total_s": time.perf_counter() - t0}
+    doc["features"] = {c: [{"layer": f.layer, "index": f.index, "sign": f.sign, "r": f.r,
+                            "coefficient": f.coefficient} for f in s.features] for c, s in conditions.items()}
     if out_dir is not None:
         write_debias_report(doc, out_dir)
     return doc
@@ -263,7 +266,7 @@ def write_debias_report(doc: Mapping[str, Any], out_dir: str | os.PathLike[str])
 
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    (out / "debias.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    atomic.write_json(out / "debias.json", doc, indent=1, default=str)
     md = ["# Debiasing: unsteered vs steered, by task and category\n"]
     if doc.get("command"):
         md.append(f"`{doc['command']}`\n")
@@ -291,10 +294,15 @@ def write_debias_report(doc: Mapping[str, Any], out_dir: str | os.PathLike[str])
             png = f"figures/{t}_bias.png"
             plot_bias(bias, out / png, f"{t}: bias score {key} by category")
             md.append(f"\n![{t} bias by category]({png})\n")
+    if doc.get("features"):
+        md += ["## What each condition steers\n", "| condition | features (layer, sign, index, r, coefficient) |",
+               "|---|---|"]
+        for c, feats in doc["features"].items():
+            md.append(f"| {c} | " + ("; ".join(
+                f"L{f['layer']} {'+' if f['sign'] > 0 else '−'}#{f['index']} (r={f['r']:+.3f}, c={f['coefficient']:.3g})"
+                for f in feats) or "nothing") + " |")
     md.append(f"\nTotal time {doc.get('timings', {}).get('total_s', 0):.0f} s.\n")
-    path = out / "debias.md"
-    path.write_text("\n".join(md))
-    return path
+    return atomic.write_text(out / "debias.md", "\n".join(md))
 
 
 def main_debias(argv: Sequence[str] | None = None) -> int:
@@ -359,8 +367,6 @@ def _debias_body(args: argparse.Namespace) -> None:
                  data_dir=args.data_dir, max_new_tokens=args.max_new_tokens, n_boot=args.n_boot,
                  progress=args.progress)
     doc["command"] = args.command_line
-    doc["features"] = {c: [{"layer": f.layer, "index": f.index, "sign": f.sign, "r": f.r,
-                            "coefficient": f.coefficient} for f in s.features] for c, s in conditions.items()}
     path = write_debias_report(doc, args.out)
     print(path.read_text())
     print(f"saved {path} and {Path(args.out) / 'debias.json'}")

@@ -100,6 +100,8 @@ def test_debias_end_to_end_on_bbq_and_emgsd_fixtures(tmp_path: Any, tiny_llama: 
             assert "overall" in entry["bias_baseline"] and "overall" in row["bias"]
     md = (tmp_path / "debias.md").read_text()
     assert "bbq_ambig / labels" in md and "s_amb" in md and "s_dis" in md and "emgsd: accuracy per category" in md
+    f = doc["features"]["labels"][0]
+    assert f"| labels | L{f['layer']} {'+' if f['sign'] > 0 else '−'}#{f['index']} (r={f['r']:+.3f}" in md
     assert (tmp_path / "figures" / "bbq_ambig_bias.png").is_file()
     assert (tmp_path / "figures" / "emgsd_labels_categories.png").is_file()
     assert json.loads((tmp_path / "debias.json").read_text())["tasks"]["emgsd"]["n"] == doc["tasks"]["emgsd"]["n"]
