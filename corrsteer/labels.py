@@ -274,12 +274,21 @@ class LabelCorrelations:
                 best = {"layer": layer, "index": i, "r": float(r[i])}
         return best
 
+    def chance(self, label: str, layer: int, sign: str = "positive") -> float:
+        """The top ``r`` of ``sign`` at ``layer`` with the labels shuffled (needs ``null``)."""
+        r = self._acc(label, layer, null=True).correlation()
+        return float(r.max() if sign == "positive" else r.min())
+
     def markdown(self, k: int = 5, sign: str = "positive") -> str:
         """The :meth:`table` as markdown, one section per label."""
         lines = []
         for label in self.labels:
-            lines += [f"### {label} (n={self.counts[label]} of {self.n})", "",
-                      "| layer | rank | feature | r | coefficient | freq (all) | freq (label) |",
+            lines += [f"### {label} (n={self.counts[label]} of {self.n})", ""]
+            if self.null:
+                chance = ", ".join(f"L{layer} {self.chance(label, layer, sign):+.3f}" for layer in self.layers)
+                lines += [f"Chance level, the top r with the labels shuffled (seed {self.meta.get('null_seed')}): "
+                          f"{chance}. A feature below its layer's chance level is indistinguishable from noise.", ""]
+            lines += ["| layer | rank | feature | r | coefficient | freq (all) | freq (label) |",
                       "|---|---|---|---|---|---|---|"]
             for row in self.table(k, sign):
                 if row["label"] == label:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from corrsteer import atomic
 from corrsteer.labelled import LabelledTexts, load_labelled
 from corrsteer.labels import POOLS, label_correlations
 
@@ -86,7 +87,8 @@ def _labels_body(args: argparse.Namespace) -> None:
     model, tokenizer = load_model(args.model, device=args.device)
     saes = load_saes(args.sae, model, tokenizer, layers)
     lc = label_correlations(model, tokenizer, saes, data.texts, data.labels, groups=data.groups, pool=args.pool,
-                            batch_size=args.batch_size, max_length=args.max_length, progress=args.progress)
+                            batch_size=args.batch_size, max_length=args.max_length, null_seed=args.seed,
+                            progress=args.progress)
     lc.meta.update({"source": data.source, "model": model_id(model), "sae": args.sae, "command": args.command_line,
                     "total_s": round(time.perf_counter() - t0, 1)})
     out = Path(args.out or f"runs/labels_{Path(args.dataset).stem}")
@@ -94,7 +96,7 @@ def _labels_body(args: argparse.Namespace) -> None:
     text = (f"# Label features: {data.source}\n\nmodel {lc.meta['model']} · SAE {args.sae} · pool {args.pool} · "
             f"{lc.n} texts {lc.counts} · {lc.meta['seconds']:.0f} s (total {lc.meta['total_s']:.0f} s)\n\n"
             f"`{args.command_line}`\n\n" + lc.markdown(args.top_k))
-    (out / "labels.md").write_text(text)
+    atomic.write_text(out / "labels.md", text)
     print(text)
     print(f"saved {out / 'labels.json'}, {out / 'labels.md'} and {out / 'acc'}")
 

@@ -165,9 +165,13 @@ def test_best_and_null(tiny_llama, tiny_tokenizer, two_saes):
     assert abs(best["r"]) == pytest.approx(max(np.abs(r).max() for r in all_r.values()))
     assert all_r[best["layer"]][best["index"]] == best["r"]
     assert lc.null["u"][0].n_positive == 8 and lc.best("u", null=True)["layer"] in lc.layers
+    chance = lc.chance("u", 1)
+    assert chance == float(lc.null["u"][1].correlation().max())
+    assert f"L1 {chance:+.3f}" in lc.markdown() and "labels shuffled (seed 3)" in lc.markdown()
     plain = label_correlations(tiny_llama, tiny_tokenizer, two_saes, texts, labels, progress=False)
     with pytest.raises(ValueError, match="null_seed"):
         plain.best("u", null=True)
+    assert "Chance level" not in plain.markdown()
 
 
 def test_label_errors(tiny_llama, tiny_tokenizer, two_saes, make_tiny_sae):
@@ -325,6 +329,7 @@ def test_cli_labels_smoke(saved_tiny, capsys):
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "### neg (n=" in printed and "| layer | rank | feature | r |" in printed
+    assert "Chance level, the top r with the labels shuffled (seed 0)" in printed
     assert (out / "labels.md").read_text().count("| 2 | 2 |") == 2  # layer 2, rank 2, for both labels
     back = LabelCorrelations.load(out)
     assert back.layers == [1, 2] and back.n == 16 and back.meta["sae"] == saes
