@@ -197,6 +197,20 @@ def _score(validate: Validator, interventions: Interventions, what: str) -> floa
     return score
 
 
+MIN_CLASS_SAMPLES = 10  # fewer rewarded (or unrewarded) samples than this: correlations are close to arbitrary
+
+
+def _warn_if_few(acc: Any) -> None:
+    """Warn when one reward class is so small that every r is driven by a handful of samples."""
+    n, n_pos = int(acc.n), int(acc.n_positive)
+    small = min(n_pos, n - n_pos)
+    if 0 < small < MIN_CLASS_SAMPLES:
+        which = "rewarded" if n_pos == small else "unrewarded"
+        log.warning("only %d of the %d collection samples are %s: every correlation rests on those %d, so the "
+                    "chosen features are close to arbitrary; collect more samples, or use a task where the "
+                    "model's success varies", small, n, which, small)
+
+
 def select(accumulators: Mapping[int, Any], saes: Mapping[int, Any], mode: str,
            validate: Validator | None = None, top_k: int = 1, scale: float = 1.0) -> Selection:
     """Choose the features to steer from per-layer correlations (METHOD.md §5).
@@ -220,6 +234,8 @@ def select(accumulators: Mapping[int, Any], saes: Mapping[int, Any], mode: str,
     layers = sorted(accumulators)
     pos: dict[int, Candidate] = {}
     neg: dict[int, Candidate] = {}
+    if layers:  # every layer saw the same rewards
+        _warn_if_few(accumulators[layers[0]])
     for layer in layers:
         acc = accumulators[layer]
         if acc.n_positive == 0 or acc.n_positive == acc.n:

@@ -177,6 +177,33 @@ def test_harvest_equals_hidden_states_and_drops_bos_and_padding(tiny_model, tiny
         assert acts[layer].dtype == np.float32
 
 
+
+def test_harvest_drops_each_texts_first_position_whatever_the_padding(tiny_llama, tiny_tokenizer):
+    # SmolLM2 has no BOS: its first word is the attention sink (norm ~150x the rest), so
+    # harvest drops each text's first attended position even when no BOS id is known
+    texts = ["hello world", "a", "the quick brown fox"]
+    enc = tiny_tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        hs = tiny_llama(**enc, output_hidden_states=True).hidden_states[2]
+    attn = enc["attention_mask"].bool()
+    first = attn.long().argmax(dim=1)
+    assert (first > 0).any()  # left padding: the first real position is not column 0 for every row
+    keep = attn.clone()
+    keep[torch.arange(len(texts)), first] = False
+    from conftest import build_tiny_tokenizer
+
+    for side in ("left", "right"):
+        tok = build_tiny_tokenizer()  # its own: the session tokenizer must keep its BOS
+        tok.padding_side = side
+        tok.bos_token = None  # as for a tokenizer without BOS: only drop_first removes position 0
+        acts = harvest(tiny_llama, tok, texts, [1], max_tokens=10_000, batch_size=3, progress=False)
+        assert acts[1].shape == (int(attn.sum()) - len(texts), 32)
+        if side == "left":
+            np.testing.assert_allclose(acts[1], hs[keep].numpy(), rtol=1e-5, atol=1e-5)
+        kept_all = harvest(tiny_llama, tok, texts, [1], max_tokens=10_000, batch_size=3, drop_first=False,
+                           progress=False)
+        assert kept_all[1].shape == (int(attn.sum()), 32)
+
 def test_harvest_stops_at_max_tokens_and_checks_layers(tiny_llama, tiny_tokenizer):
     acts = harvest(tiny_llama, tiny_tokenizer, ["abcdefgh"] * 5, [1], max_tokens=12, batch_size=2,
                    progress=False)
@@ -264,3 +291,14 @@ def test_small_sae_on_the_embedded_model(tmp_path):
     assert m["explained_variance"] > 0.5, m
     save_sae(sae, tmp_path / "s")
     assert load_sae(tmp_path / "s", d_model=640).d_sae == 256
+
+
+def test_degenerate_sae_is_warned(caplog):
+    from corrsteer.sae.train import warn_if_degenerate
+
+    # SmolLM2 before harvest dropped the attention sink: EV 0.999 yet 97% of latents dead
+    with caplog.at_level("WARNING", logger="corrsteer.sae.train"):
+        assert warn_if_degenerate({"dead_fraction": 0.969, "explained_variance": 0.999}, "layer 12")
+        assert not warn_if_degenerate({"dead_fraction": 0.164, "explained_variance": 0.944}, "layer 6")
+    assert "layer 12 has 97% dead latents (EV 0.999): it is degenerate" in caplog.text
+    assert "layer 6" not in caplog.text

@@ -155,6 +155,17 @@ def test_degenerate_rewards_give_no_candidate(caplog: pytest.LogCaptureFixture) 
     assert "every correlation is 0" in caplog.text
 
 
+
+@pytest.mark.parametrize("n_pos, warned", [(1, True), (115, True), (9, True), (10, False), (0, False)])
+def test_tiny_reward_class_is_warned(caplog: pytest.LogCaptureFixture, n_pos: int, warned: bool) -> None:
+    # SmolLM2 on HarmBench refused 1 of 116 training prompts: r then rests on one sample
+    accs = {0: FakeAcc([0.3, -0.2], n=116, n_pos=n_pos), 3: FakeAcc([0.1, 0.2], n=116, n_pos=n_pos)}
+    with caplog.at_level(logging.WARNING, logger="corrsteer.selection"):
+        select(accs, {l: SimpleNamespace(W_dec=np.eye(2, dtype=np.float32)) for l in accs}, "all")
+    assert caplog.text.count("close to arbitrary") == int(warned)  # once, not per layer
+    if warned:
+        assert f"only {min(n_pos, 116 - n_pos)} of the 116 collection samples are" in caplog.text
+
 def test_select_with_real_accumulator_finds_the_reward_feature() -> None:
     from corrsteer.reference import CorrelationAccumulator
 

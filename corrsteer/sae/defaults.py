@@ -166,7 +166,7 @@ def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None 
     from corrsteer.models import model_id
     from corrsteer.sae.formats import load_sae, save_sae
     from corrsteer.sae.harvest import harvest
-    from corrsteer.sae.train import train_sae
+    from corrsteer.sae.train import train_sae, warn_if_degenerate
 
     settings = settings or DefaultSettings()
     if overrides:
@@ -182,6 +182,8 @@ def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None 
             if (d / "cfg.json").is_file():
                 out[l] = load_sae(d)
                 logger.info("default SAE layer %d: cache hit %s", l, d)
+                if warn_if_degenerate((out[l].meta or {}).get("metrics") or {}, f"the cached default SAE {d}"):
+                    logger.warning("delete %s to retrain it with the current harvest", d)
     todo = [l for l in layers if l not in out]
     if not todo:
         return out

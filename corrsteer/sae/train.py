@@ -296,7 +296,28 @@ def train_sae(acts: np.ndarray | torch.Tensor, d_sae: int = 4096, k: int = 32, *
     logger.info("SAE d_sae=%d k=%d: EV %.4f, L0 %.1f, dead %.3f on %d held-out tokens (%.1f s)",
                 cfg.d_sae, cfg.k, metrics["explained_variance"], metrics["l0"],
                 metrics["dead_fraction"], metrics["n_tokens"], seconds)
+    warn_if_degenerate(metrics, "the SAE just trained")
     return sae, metrics
+
+
+DEAD_LIMIT = 0.5  # above this share of dead latents an SAE is reported as degenerate
+
+
+def warn_if_degenerate(metrics: dict, what: str) -> bool:
+    """Log a warning and return True when more than ``DEAD_LIMIT`` of the latents are dead.
+
+    A high explained variance does not rescue such an SAE: when a few outlier tokens (an
+    attention sink, massive activations) carry most of the variance, a handful of latents
+    reconstruct them and the rest never fire.
+    """
+    dead = float(metrics.get("dead_fraction", 0.0))
+    if dead <= DEAD_LIMIT:
+        return False
+    logger.warning("%s has %.0f%% dead latents (EV %.3f): it is degenerate, whatever its explained variance. "
+                   "Outlier tokens probably dominate its training activations (an attention sink or massive "
+                   "activations); drop them before training (harvest drops each text's first position)",
+                   what, 100 * dead, float(metrics.get("explained_variance", float("nan"))))
+    return True
 
 
 def main_train(argv: list[str] | None = None) -> int:
