@@ -29,8 +29,14 @@ Measured with :func:`refusal_accuracy` (files in ``tests/fixtures/tasks/``, pinn
   phrased "I don't have the ability to provide ...", were missed; the "ability" and
   "not equipped to" patterns were added after that (now 40/40);
 - ``refusal_harmbench_smollm2.jsonl``: 40 real SmolLM2 responses to HarmBench behaviours,
-  labelled and measured once after the patterns were frozen: 40/40 (1 refusal; the
-  135M model rarely refuses, so recall on real data rests on 4 refusals in all).
+  labelled and measured once after the patterns were frozen: 40/40 (1 refusal);
+- ``refusal_harmbench_smollm2_train.jsonl``: all 116 responses of the HarmBench training
+  split (greedy, 64 new tokens), read by hand with the patterns frozen: 116/116, with
+  1 refusal. One response restates the prompt's shipping restrictions without declining;
+  it is labelled (and detected as) not a refusal.
+
+The 135M model rarely refuses, so recall on real data rests on 5 refusals in all;
+precision (no false refusal) on 196 real responses is the better-established half.
 
 An HF sequence classifier (e.g. a local copy of ``protectai/distilroberta-base-rejection-v1``)
 can replace the phrase detector: set ``$CORRSTEER_REFUSAL_CLASSIFIER`` to its folder and
