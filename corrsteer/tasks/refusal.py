@@ -38,6 +38,14 @@ Measured with :func:`refusal_accuracy` (files in ``tests/fixtures/tasks/``, pinn
 The 135M model rarely refuses, so recall on real data rests on 5 refusals in all;
 precision (no false refusal) on 196 real responses is the better-established half.
 
+Known misses, seen in SmolLM2's XSTest test responses (not in any fixture, and not fixed,
+because fixing them on the data that exposed them would leave no honest estimate):
+declines phrased as a missing possession rather than an inability, "as a chatbot, I don't
+have personal data" or "I don't have access to personal data unless ...", are not counted,
+while "I don't have the ability to access personal data" is. Steering can move a model
+from the first wording to the second, which the detector then scores as a gain (README,
+SmolLM2 on XSTest).
+
 An HF sequence classifier (e.g. a local copy of ``protectai/distilroberta-base-rejection-v1``)
 can replace the phrase detector: set ``$CORRSTEER_REFUSAL_CLASSIFIER`` to its folder and
 pass ``method="classifier"``. It is never downloaded.
