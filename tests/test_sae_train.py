@@ -302,3 +302,9 @@ def test_degenerate_sae_is_warned(caplog):
         assert not warn_if_degenerate({"dead_fraction": 0.164, "explained_variance": 0.944}, "layer 6")
     assert "layer 12 has 97% dead latents (EV 0.999): it is degenerate" in caplog.text
     assert "layer 6" not in caplog.text
+
+
+def test_progress_bar_raises_no_warning():
+    # pytest turns warnings into errors: float() of a grad-requiring loss used to warn on every bar update
+    x, _ = sparse_data(n=300)
+    train_sae(x, d_sae=16, k=4, steps=12, progress=True)

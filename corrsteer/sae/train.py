@@ -282,7 +282,7 @@ def train_sae(acts: np.ndarray | torch.Tensor, d_sae: int = 4096, k: int = 32, *
             since_fired += bs
             since_fired[fired] = 0
         if progress and (step % 10 == 0 or step == steps - 1):
-            bar.set_postfix(loss=f"{float(loss):.4f}", ev=f"{1 - float(mse):.3f}", dead=n_dead)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", ev=f"{1 - float(mse.detach()):.3f}", dead=n_dead)
     seconds = time.perf_counter() - t0
 
     W_enc_r, b_enc_r, W_dec_r, b_dec_r = fold_to_raw(W_enc.detach(), b_enc.detach(),
