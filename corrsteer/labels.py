@@ -113,7 +113,12 @@ def _check_sets(model: Any, sae_sets: Mapping[str, Mapping[int, Any]]) -> list[t
 
 def _encode_batch(tokenizer: Any, texts: Sequence[str], max_length: int,
                   device: torch.device) -> tuple[dict[str, torch.Tensor], np.ndarray]:
-    """Right-padded inputs and the (n_seq, n_tok) bool mask of each text's own tokens."""
+    """Right-padded inputs and the (n_seq, n_tok) bool mask of each text's own tokens.
+
+    Position 0 is never pooled: it is BOS, or, for a tokenizer that adds none (SmolLM2),
+    the first word, which the model turns into an attention sink with a residual norm
+    ~100x the others. The default SAEs are trained without it (``sae.harvest``).
+    """
     enc = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_length,
                     padding_side="right", return_special_tokens_mask=True)
     keep = enc["attention_mask"].bool()
@@ -122,10 +127,11 @@ def _encode_batch(tokenizer: Any, texts: Sequence[str], max_length: int,
         keep &= ~special.bool()
     elif tokenizer.bos_token_id is not None:
         keep &= enc["input_ids"] != tokenizer.bos_token_id
+    keep[:, 0] = False  # right padding: column 0 is each text's first position
     empty = np.flatnonzero(~keep.any(dim=1).numpy())
     if empty.size:
-        raise ValueError(f"text {texts[int(empty[0])]!r} has no token left once special tokens are "
-                         "removed; drop empty rows")
+        raise ValueError(f"text {texts[int(empty[0])]!r} has no token left once special tokens and the first "
+                         "position (the attention sink) are removed; drop empty or one-token rows")
     inputs = {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
     return inputs, keep.numpy()
 

@@ -31,7 +31,7 @@ def random_texts(n: int, seed: int, lo: int = 2, hi: int = 14) -> list[str]:
 
 
 def manual_pooled(model, tokenizer, sae, layer: int, texts: list[str], pool: str, site: str = "resid_post",
-                  drop_bos: bool = True) -> np.ndarray:
+                  drop_bos: bool = True, drop_first: bool = False) -> np.ndarray:
     """(n_texts, d_sae): each text alone, hidden_states at the site, BOS dropped, reference encode + pool."""
     rows = []
     for text in texts:
@@ -41,6 +41,8 @@ def manual_pooled(model, tokenizer, sae, layer: int, texts: list[str], pool: str
         x = hs[layer + 1 if site == "resid_post" else layer][0].float().numpy()  # (n_tok, d_model)
         if drop_bos:
             assert enc["input_ids"][0, 0] == tokenizer.bos_token_id
+            x = x[1:]
+        elif drop_first:
             x = x[1:]
         f = reference.sae_encode(sae, x)  # (n_tok, d_sae)
         rows.append(f.max(axis=0) if pool == "max" else f.mean(axis=0))
@@ -81,6 +83,23 @@ def test_label_accumulators_equal_manual_scipy(tiny_llama, tiny_tokenizer, two_s
                 assert row["r"] == pytest.approx(expect[j], abs=2e-5)
                 assert row["frequency_label"] == pytest.approx((z[y == 1, j] > 0).mean())
 
+
+
+def test_first_position_is_not_pooled_without_bos(tiny_llama, two_saes):
+    # a tokenizer that adds no BOS (SmolLM2): the first word is the attention sink and is skipped
+    from conftest import build_tiny_tokenizer
+    from tokenizers import processors
+
+    tok = build_tiny_tokenizer()
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
+    texts = random_texts(6, seed=5, lo=3)
+    assert tok(texts[:1])["input_ids"][0][0] != tok.bos_token_id
+    got = pool_texts(tiny_llama, tok, two_saes, texts, pool="max", batch_size=4)
+    for layer, sae in two_saes.items():
+        want = manual_pooled(tiny_llama, tok, sae, layer, texts, "max", drop_bos=False, drop_first=True)
+        np.testing.assert_allclose(got[layer], want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="first position"):
+        pool_texts(tiny_llama, tok, two_saes, ["a"], pool="max")
 
 def test_resid_pre_site_reads_layer_input(tiny_llama, tiny_tokenizer, make_tiny_sae):
     sae = make_tiny_sae(32, 24, "jumprelu", seed=4, layer=1, site="resid_pre")
