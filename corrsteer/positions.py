@@ -330,8 +330,9 @@ class TrackedHooks:
     """Base of ``capture()`` and ``steer()``: site hooks held together with a lease on the
     model's :class:`PositionTracker`, installed and removed as one.
 
-    Subclasses set ``self.model`` and call :meth:`_install` from ``__enter__`` and
-    :meth:`_remove` from ``__exit__``.
+    Subclasses set ``self.model`` (and ``self._handles = []``, ``self._tracker = None``)
+    in ``__init__``, and call :meth:`_install` from ``__enter__`` and :meth:`_remove`
+    from ``__exit__``.
     """
 
     model: torch.nn.Module
@@ -343,9 +344,8 @@ class TrackedHooks:
 
         On any error everything acquired so far is released before re-raising.
         """
-        if getattr(self, "_tracker", None) is not None:
+        if self._tracker is not None:
             raise RuntimeError(f"this {what} context is already active; create a new one to nest")
-        self._handles = []
         self._tracker = acquire(self.model)
         try:
             if listen:
@@ -357,10 +357,10 @@ class TrackedHooks:
             raise
 
     def _remove(self) -> None:
-        for handle in getattr(self, "_handles", ()):
+        for handle in self._handles:
             handle.remove()
-        self._handles = []
-        tracker, self._tracker = getattr(self, "_tracker", None), None
+        self._handles.clear()
+        tracker, self._tracker = self._tracker, None
         if tracker is not None:
             if self in tracker.listeners:
                 tracker.listeners.remove(self)

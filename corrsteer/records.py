@@ -97,24 +97,16 @@ def read_generations_jsonl(path: str | os.PathLike) -> list[dict]:
         FileNotFoundError: no such file.
         ValueError: a line is not a JSON object or lacks a record key (file and line named).
     """
+    from corrsteer.tasks.data import read_jsonl
+
     path = Path(path)
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno} is not valid JSON ({exc.msg}); the file is "
-                                 "truncated or not a generations file") from exc
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{lineno} holds a {type(rec).__name__}, not a record object")
-            missing = [k for k in _RECORD_KEYS if k not in rec]
-            if missing:
-                raise ValueError(f"{path}:{lineno} lacks {missing}; not a generations file")
-            records.append(rec)
-    return records
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; it is written by `corrsteer eval` or `corrsteer run`")
+    try:
+        return read_jsonl(path, _RECORD_KEYS, check=False)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; not a generations file (the file is truncated or written by something else)") \
+            from exc
 
 
 def pair_records(records: Sequence[Mapping]) -> tuple[list[str], list[str | None], list[int], list[int]]:

@@ -61,8 +61,12 @@ PyArrayObject *cs_py_as_array(PyObject *obj, int type, int ndim, const char *nam
 /* ------------------------------------------------------------ busy flags */
 
 /* Called with the GIL held, so test-and-set cannot interleave between threads. */
-int cs_py_claim(int *busy, const char *what)
+int cs_py_claim(const void *state, int *busy, const char *what)
 {
+    if (state == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "%s is not initialised", what);
+        return -1;
+    }
     if (*busy) {
         PyErr_Format(PyExc_RuntimeError, "this %s is being used from another thread; give each "
                      "thread its own %s or guard it with a lock", what, what);
@@ -143,6 +147,19 @@ int cs_py_check_x(PyArrayObject *x, const cs_py_sae_refs *s, const char *name)
     return 0;
 }
 
+int cs_py_rows_and_seq(PyObject *x_obj, PyObject *seq_obj, const cs_py_sae_refs *s, PyArrayObject **x,
+                       PyArrayObject **seq)
+{
+    if ((*x = cs_py_as_array(x_obj, NPY_FLOAT32, 2, "x")) == NULL || cs_py_check_x(*x, s, "x") < 0) return -1;
+    if ((*seq = cs_py_as_array(seq_obj, NPY_INT64, 1, "seq")) == NULL) return -1;
+    if (DIM(*seq, 0) != DIM(*x, 0)) {
+        PyErr_Format(PyExc_ValueError, "seq has %lld entries but x has %lld rows",
+                     (long long)DIM(*seq, 0), (long long)DIM(*x, 0));
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *py_sae_encode(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -211,13 +228,7 @@ static PyObject *py_sae_pool_rows(PyObject *self, PyObject *args)
     cs_py_sae_refs s;
     if (!PyArg_ParseTuple(args, "OOOLi", &sae_obj, &x_obj, &seq_obj, &n_seq, &mode)) return NULL;
     if (cs_py_sae_parse(sae_obj, &s) < 0) return NULL;
-    if ((x = cs_py_as_array(x_obj, NPY_FLOAT32, 2, "x")) == NULL || cs_py_check_x(x, &s, "x") < 0) goto fail;
-    if ((seq = cs_py_as_array(seq_obj, NPY_INT64, 1, "seq")) == NULL) goto fail;
-    if (DIM(seq, 0) != DIM(x, 0)) {
-        PyErr_Format(PyExc_ValueError, "seq has %lld entries but x has %lld rows",
-                     (long long)DIM(seq, 0), (long long)DIM(x, 0));
-        goto fail;
-    }
+    if (cs_py_rows_and_seq(x_obj, seq_obj, &s, &x, &seq) < 0) goto fail;
     if (n_seq < 1) { PyErr_SetString(PyExc_ValueError, "n_seq must be >= 1"); goto fail; }
     npy_intp dims[2] = {(npy_intp)n_seq, (npy_intp)s.view.d_sae}, cdim[1] = {(npy_intp)n_seq};
     if ((z = PyArray_ZEROS(2, dims, NPY_FLOAT32, 0)) == NULL) goto fail;

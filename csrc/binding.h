@@ -41,8 +41,9 @@ CS_PY_INTERNAL PyObject *cs_py_raise_status(cs_status st, const char *what);
 /* Convert obj to an aligned C-contiguous array of type; NULL (exception set) on failure. */
 CS_PY_INTERNAL PyArrayObject *cs_py_as_array(PyObject *obj, int type, int ndim, const char *name);
 
-/* Set *busy, or raise RuntimeError if another thread holds it; call with the GIL held. */
-CS_PY_INTERNAL int cs_py_claim(int *busy, const char *what);
+/* Set *busy, or raise RuntimeError if state (the object's C handle) is NULL or another
+ * thread holds it; call with the GIL held. */
+CS_PY_INTERNAL int cs_py_claim(const void *state, int *busy, const char *what);
 
 /* An SAE argument tuple from corrsteer.kernels.sae_args: the arrays it holds and the C view. */
 typedef struct {
@@ -53,6 +54,10 @@ typedef struct {
 CS_PY_INTERNAL int cs_py_sae_parse(PyObject *args, cs_py_sae_refs *s);
 CS_PY_INTERNAL void cs_py_sae_release(cs_py_sae_refs *s);
 CS_PY_INTERNAL int cs_py_check_x(PyArrayObject *x, const cs_py_sae_refs *s, const char *name);
+/* x (n, d_in) float32 and seq (n,) int64 of the same length, checked against the SAE;
+ * -1 with an exception set (the caller releases whatever was set in *x and *seq). */
+CS_PY_INTERNAL int cs_py_rows_and_seq(PyObject *x_obj, PyObject *seq_obj, const cs_py_sae_refs *s,
+                                      PyArrayObject **x, PyArrayObject **seq);
 
 CS_PY_INTERNAL extern PyTypeObject cs_py_PoolerType;       /* py_pooler.c */
 CS_PY_INTERNAL extern PyTypeObject cs_py_AccumulatorType;  /* py_accumulator.c */

@@ -35,11 +35,7 @@ static int Acc_init(AccObject *self, PyObject *args, PyObject *kwds)
 
 static int acc_ready(AccObject *self)
 {
-    if (self->c == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Accumulator is not initialised");
-        return -1;
-    }
-    return cs_py_claim(&self->busy, "accumulator");
+    return cs_py_claim(self->c, &self->busy, "Accumulator");
 }
 
 static PyObject *Acc_update(AccObject *self, PyObject *args)

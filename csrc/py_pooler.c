@@ -40,11 +40,7 @@ static int Pooler_init(PoolerObject *self, PyObject *args, PyObject *kwds)
 
 static int pooler_ready(PoolerObject *self)
 {
-    if (self->p == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Pooler is not initialised");
-        return -1;
-    }
-    return cs_py_claim(&self->busy, "Pooler");
+    return cs_py_claim(self->p, &self->busy, "Pooler");
 }
 
 static PyObject *Pooler_push(PoolerObject *self, PyObject *args)
@@ -54,13 +50,7 @@ static PyObject *Pooler_push(PoolerObject *self, PyObject *args)
     cs_py_sae_refs s;
     if (!PyArg_ParseTuple(args, "OOO", &sae_obj, &x_obj, &seq_obj)) return NULL;
     if (cs_py_sae_parse(sae_obj, &s) < 0) return NULL;
-    if ((x = cs_py_as_array(x_obj, NPY_FLOAT32, 2, "x")) == NULL || cs_py_check_x(x, &s, "x") < 0) goto fail;
-    if ((seq = cs_py_as_array(seq_obj, NPY_INT64, 1, "seq")) == NULL) goto fail;
-    if (DIM(seq, 0) != DIM(x, 0)) {
-        PyErr_Format(PyExc_ValueError, "seq has %lld entries but x has %lld rows",
-                     (long long)DIM(seq, 0), (long long)DIM(x, 0));
-        goto fail;
-    }
+    if (cs_py_rows_and_seq(x_obj, seq_obj, &s, &x, &seq) < 0) goto fail;
     if (pooler_ready(self) < 0) goto fail;
     cs_status st;
     Py_BEGIN_ALLOW_THREADS

@@ -96,6 +96,18 @@ def build_tiny_sae(d_in: int, d_sae: int, architecture: str = "relu", seed: int 
                          hook_name=None if layer is None else f"blocks.{layer}.hook_{site}")
 
 
+
+class Killed(Exception):
+    """Raised by :func:`kill_at`'s checkpoint callback: stands in for killing the process."""
+
+
+def kill_at(offset: int) -> Any:
+    """An ``on_checkpoint`` callback that raises :class:`Killed` at the checkpoint of ``offset`` samples."""
+    def on_checkpoint(done: int) -> None:
+        if done == offset:
+            raise Killed
+    return on_checkpoint
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer() -> Any:
     return build_tiny_tokenizer()

@@ -98,16 +98,11 @@ def test_kill_and_resume_gives_identical_accumulators(tmp_path: Any, tiny_llama:
                   on_checkpoint=seen.append, **kw)
     assert seen == [8, 16, 22]
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_second(offset: int) -> None:
-        if offset == 16:
-            raise Killed
+    from conftest import Killed, kill_at
 
     with pytest.raises(Killed):
         collect(tiny_llama, tiny_tokenizer, parity_task, saes, samples, out_dir=tmp_path / "b",
-                on_checkpoint=kill_after_second, **kw)
+                on_checkpoint=kill_at(16), **kw)
     partial, offset = load_checkpoint(tmp_path / "b" / COLLECTION_DIR / CHECKPOINT_FILE)
     assert offset == 16 and not partial.complete and partial.n == 16
     with pytest.raises(ValueError, match="finish it with `corrsteer collect --resume`"):

@@ -128,16 +128,11 @@ def test_shuffled_is_seeded_and_survives_kill_and_resume(tmp_path: Any, tiny_lla
     assert full.controls.to_bytes() == again.controls.to_bytes()
     assert any(full.controls.shuffled[l].to_bytes() != other.controls.shuffled[l].to_bytes() for l in LAYERS)
 
-    class Kill(Exception):
-        pass
+    from conftest import Killed, kill_at
 
-    def die(offset: int) -> None:
-        if offset == 8:
-            raise Kill
-
-    with pytest.raises(Kill):
+    with pytest.raises(Killed):
         collect(tiny_llama, tiny_tokenizer, task, saes, samples, control_seed=1, out_dir=tmp_path / "b",
-                on_checkpoint=die, **kw)
+                on_checkpoint=kill_at(8), **kw)
     resumed = collect(tiny_llama, tiny_tokenizer, task, saes, samples, control_seed=1, out_dir=tmp_path / "b",
                       resume=True, **kw)
     assert resumed.controls.to_bytes() == full.controls.to_bytes()

@@ -318,13 +318,13 @@ def test_read_generations_names_file_and_line_of_bad_data(tmp_path):
     path = tmp_path / "g.jsonl"
     good = json.dumps({k: 1 for k in ("id", "category", "prompt", "completion", "extracted", "reward")})
     path.write_text(good + "\n\n" + '{"id": 1, "rew\n')
-    with pytest.raises(ValueError, match=r"g.jsonl:3 is not valid JSON"):
+    with pytest.raises(ValueError, match=r"g.jsonl:3: not valid JSON.*not a generations file"):
         ev.read_generations_jsonl(path)
     path.write_text(good + "\n[1, 2]\n")
-    with pytest.raises(ValueError, match=r"g.jsonl:2 holds a list"):
+    with pytest.raises(ValueError, match=r"g.jsonl:2: expected a JSON object, got list"):
         ev.read_generations_jsonl(path)
     path.write_text('{"id": 1}\n')
-    with pytest.raises(ValueError, match=r"g.jsonl:1 lacks"):
+    with pytest.raises(ValueError, match=r"g.jsonl:1: missing key\(s\) \[.category"):
         ev.read_generations_jsonl(path)
 
 
