@@ -1,11 +1,11 @@
-"""Build corrsteer._core from csrc/*.c (the tests in csrc/tests are not part of it).
+"""Build corrsteer.core._core from csrc/*.c (the tests in csrc/tests are not part of it).
 
 BLAS, chosen by the environment variable CORRSTEER_BLAS:
   scipy-openblas (default)  OpenBLAS from the scipy-openblas32 wheel (a build and run
                             dependency, so no system package is needed); rpaths to
-                            $ORIGIN/../scipy_openblas32/lib (installed layout) and to
+                            $ORIGIN/../../scipy_openblas32/lib (installed layout) and to
                             the build-time lib dir (in-place builds) are recorded, and
-                            corrsteer.kernels also preloads the library.
+                            corrsteer.core.kernels also preloads the library.
   system                    a system OpenBLAS: <cblas.h> and -lopenblas.
   none                      a naive C99 sgemm (slow; for portability and tests).
 """
@@ -40,7 +40,7 @@ def blas_config(choice: str) -> dict:
                 "libraries": [scipy_openblas32.get_library()],
                 # installed side by side in site-packages: found relative to _core.so even
                 # when the (isolated) build environment that held lib_dir is gone
-                "extra_link_args": ["-Wl,-rpath,$ORIGIN/../scipy_openblas32/lib"],
+                "extra_link_args": ["-Wl,-rpath,$ORIGIN/../../scipy_openblas32/lib"],
                 "runtime_library_dirs": [lib_dir]}
     raise SystemExit(f"CORRSTEER_BLAS must be scipy-openblas, system or none, got {choice!r}")
 
@@ -54,7 +54,7 @@ def extension() -> Extension:
         ("CS_CFLAGS", '"' + " ".join(CFLAGS) + '"'),
     ]
     include_dirs = ["csrc", np.get_include()] + cfg.pop("include_dirs", [])
-    return Extension("corrsteer._core", sources=SOURCES, include_dirs=include_dirs,
+    return Extension("corrsteer.core._core", sources=SOURCES, include_dirs=include_dirs,
                      define_macros=macros, extra_compile_args=CFLAGS,
                      depends=["csrc/corrsteer.h", "csrc/internal.h", "csrc/binding.h"], **cfg)
 

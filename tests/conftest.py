@@ -51,8 +51,14 @@ def build_tiny_tokenizer() -> Any:
 def build_tiny_model(arch: str, seed: int = 0, n_layers: int = TINY_LAYERS, d_model: int = TINY_D_MODEL) -> Any:
     """A random transformers causal LM of architecture ``"llama" | "gemma2" | "gemma3"`` in eval mode."""
     import torch
-    from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig,
-                              LlamaConfig, LlamaForCausalLM)
+    from transformers import (
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     common = dict(vocab_size=TINY_VOCAB, hidden_size=d_model, intermediate_size=2 * d_model,
                   num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2, head_dim=8,

@@ -1,4 +1,4 @@
-"""Tests for corrsteer.atomic: content, replacement, cleanup on failure, permissions.
+"""Tests for corrsteer.storage.atomic: content, replacement, cleanup on failure, permissions.
 
 That the data is fsynced before the rename cannot be observed without a crash of the
 machine, so it is not tested; what is tested is that a failure at any point inside the
@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from corrsteer import atomic
-from corrsteer.atomic import atomic_open, write_bytes, write_json, write_text
+from corrsteer.storage import atomic
+from corrsteer.storage.atomic import atomic_open, write_bytes, write_json, write_text
 
 
 def _names(folder):

@@ -1,4 +1,4 @@
-"""Selection logic of the controls and baselines (corrsteer.baselines) on constructed accumulators."""
+"""Selection logic of the controls and baselines (corrsteer.method.baselines) on constructed accumulators."""
 
 from __future__ import annotations
 
@@ -10,11 +10,20 @@ import pytest
 from scipy import stats
 
 import corrsteer
-from corrsteer.baselines import (diff_in_means, fisher_scores, mutual_information, select_diff_in_means,
-                                 select_method, select_negative, select_random, select_ranked)
 from corrsteer.config import check_method
-from corrsteer.controls import ControlState
-from corrsteer.selection import load_selection, save_selection, select
+from corrsteer.method.baselines import (
+    diff_in_means,
+    fisher_scores,
+    mutual_information,
+    select_diff_in_means,
+    select_method,
+    select_negative,
+    select_random,
+    select_ranked,
+)
+from corrsteer.method.control_state import ControlState
+from corrsteer.method.features import Selection
+from corrsteer.method.selection import select
 
 D_SAE, D_MODEL = 12, 6
 
@@ -51,7 +60,7 @@ def data() -> dict[str, Any]:
     state = ControlState({l: D_SAE for l in (1, 4)}, D_MODEL, seed=0)
     for l in (1, 4):
         out["z"][l] = fake(l, y)
-        out["accs"][l] = corrsteer.CorrelationAccumulator(D_SAE)
+        out["accs"][l] = corrsteer.core.CorrelationAccumulator(D_SAE)
         out["accs"][l].update(out["z"][l], y)
         out["saes"][l] = build_tiny_sae(D_MODEL, D_SAE, seed=l, layer=l)
         rng = np.random.default_rng(10 + l)
@@ -104,9 +113,10 @@ def test_negative_takes_each_layers_most_negative_feature_subtracted(data: dict[
     for f in sel.features:
         r = data["accs"][f.layer].correlation()
         assert f.index == int(np.argmin(r)) == 7 and f.sign == -1 and f.r < 0
-        assert f.coefficient == pytest.approx(-2.0 * abs(data["accs"][f.layer].coefficient()[7]))
-    v = sel.vectors[1]
-    np.testing.assert_allclose(v, sel.features[0].coefficient * data["saes"][1].W_dec[7], rtol=1e-6)
+        assert f.coefficient == -abs(data["accs"][f.layer].coefficient()[7])  # c before the scale
+    assert sel.scale == 2.0
+    v = sel.vectors()[1]
+    np.testing.assert_allclose(v, 2.0 * sel.features[0].coefficient * data["saes"][1].W_dec[7], rtol=1e-6)
 
 
 def test_random_keeps_layers_and_coefficients_and_is_seeded(data: dict[str, Any]) -> None:
@@ -122,16 +132,15 @@ def test_random_keeps_layers_and_coefficients_and_is_seeded(data: dict[str, Any]
         ref_idx = {f.index for f in ref.features if f.layer == layer}
         new_idx = [g.index for g in a.features if g.layer == layer]
         assert not ref_idx & set(new_idx) and len(set(new_idx)) == len(new_idx)
-    assert sorted(a.vectors) == sorted(ref.vectors) and a.method == "random"
+    assert a.layers == ref.layers and a.method == "random"
 
 
 def test_scale_sweep_multiplies_every_coefficient(data: dict[str, Any]) -> None:
     ref = select(data["accs"], data["saes"], "all")
     sel = select_method("scale-1.5", data["col"], data["saes"], reference=ref)
-    for f, g in zip(ref.features, sel.features):
-        assert g.index == f.index and g.coefficient == pytest.approx(1.5 * f.coefficient)
-    for l in ref.vectors:
-        np.testing.assert_allclose(sel.vectors[l], 1.5 * ref.vectors[l], rtol=1e-5)
+    assert sel.features == ref.features and sel.scale == 1.5 * ref.scale and sel.method == "scale-1.5"
+    for l in ref.layers:
+        np.testing.assert_allclose(sel.vectors()[l], 1.5 * ref.vectors()[l], rtol=1e-5)
     with pytest.raises(ValueError, match="scale-S"):
         check_method("scale-0")
     with pytest.raises(ValueError, match="method='best'"):
@@ -145,16 +154,16 @@ def test_diff_in_means_is_the_class_mean_difference_norm_matched(data: dict[str,
     np.testing.assert_allclose(diff_in_means(data["state"].resid[4]), expected, rtol=1e-9, atol=1e-12)
     ref = select(data["accs"], data["saes"], "all")
     sel = select_diff_in_means(data["state"].resid, ref)
-    for l in ref.vectors:
-        assert np.linalg.norm(sel.vectors[l]) == pytest.approx(np.linalg.norm(ref.vectors[l]), rel=1e-5)
-        cos = sel.vectors[l] @ diff_in_means(data["state"].resid[l])
+    for l in ref.layers:
+        assert np.linalg.norm(sel.vectors()[l]) == pytest.approx(np.linalg.norm(ref.vectors()[l]), rel=1e-5)
+        cos = sel.vectors()[l] @ diff_in_means(data["state"].resid[l])
         assert cos > 0
     raw = select_diff_in_means(data["state"].resid, ref, norm="raw", scale=2.0)
-    np.testing.assert_allclose(raw.vectors[4], 2 * expected, rtol=1e-5)
+    np.testing.assert_allclose(raw.vectors()[4], 2 * expected, rtol=1e-5)
     assert sel.features == [] and sel.method == "diff-in-means"
-    back = load_selection(save_selection(sel, tmp_path / "dim"))  # vectors without features round-trip
+    back = Selection.load(sel.save(tmp_path / "dim"))  # vectors without features round-trip
     assert back.method == "diff-in-means" and back.features == []
-    np.testing.assert_array_equal(back.vectors[4], sel.vectors[4])
+    np.testing.assert_array_equal(back.vectors()[4], sel.vectors()[4])
 
 
 def test_shuffled_selects_from_the_shuffled_accumulators(data: dict[str, Any]) -> None:

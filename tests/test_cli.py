@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from corrsteer.cli import DEMO, config_from_args, build_parser, format_headline, main, parse_layers
+from corrsteer.cli import build_parser, main
+from corrsteer.cli.common import config_from_args, parse_layers
+from corrsteer.cli.run import DEMO, format_headline
 from corrsteer.config import RunConfig
 
 
@@ -62,7 +64,7 @@ def test_bad_options_exit_2_with_a_message_naming_the_option(argv: list[str], me
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("corrsteer: error:") and message in err
+    assert err.startswith(f"corrsteer {argv[0]}: error:") and message in err
 
 
 def test_report_without_results_is_a_clear_error(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,12 +109,11 @@ def test_format_headline_shows_scores_interval_p_ser_and_features() -> None:
 @pytest.fixture
 def saved_tiny(tmp_path, tiny_llama, tiny_tokenizer, make_tiny_sae) -> tuple[str, str]:
     """A tiny random model saved with save_pretrained, and three SAE folders: (model_dir, "sae0,sae1,sae2")."""
-    from corrsteer.sae.formats import save_sae
 
     model_dir = tmp_path / "model"
     tiny_llama.save_pretrained(model_dir)
     tiny_tokenizer.save_pretrained(model_dir)
-    paths = [str(save_sae(make_tiny_sae(32, 48, "relu", seed=30 + l, layer=l), tmp_path / f"sae{l}"))
+    paths = [str((make_tiny_sae(32, 48, "relu", seed=30 + l, layer=l)).save(tmp_path / f"sae{l}"))
              for l in range(3)]
     return str(model_dir), ",".join(paths)
 
@@ -138,8 +139,9 @@ def test_cli_run_smoke(tmp_path, saved_tiny, capsys: pytest.CaptureFixture[str])
 
 def test_cli_stages_one_by_one_and_resume_mismatch(tmp_path, saved_tiny,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from corrsteer.tasks import register_task
     from test_collection import ParityTask
+
+    from corrsteer.tasks import register_task
 
     register_task("parity", ParityTask, overwrite=True)
     model_dir, saes = saved_tiny
@@ -216,7 +218,7 @@ def test_labels_and_compare_saes_delegate_to_their_own_parsers(command: str, pro
 
 
 def test_task_option_fills_task_options_with_json_values() -> None:
-    from corrsteer.cli import parse_task_options
+    from corrsteer.cli.common import parse_task_options
 
     args = build_parser().parse_args(["run", "--task", "custom", "--task-option", "path=a.csv",
                                       "--task-option", "template=Review: {text}", "--task-option", "max_new_tokens=8",
@@ -268,7 +270,7 @@ def test_cli_labels_runs_on_a_csv(tmp_path, saved_tiny, capsys: pytest.CaptureFi
 
 def test_cli_controls_on_arithmetic_writes_one_table_with_every_method(tmp_path, saved_tiny,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from corrsteer.controls import DEFAULT_METHODS
+    from corrsteer.studies.controls import DEFAULT_METHODS
 
     model_dir, saes = saved_tiny
     out = tmp_path / "controls"
@@ -287,8 +289,9 @@ def test_cli_controls_on_arithmetic_writes_one_table_with_every_method(tmp_path,
 
 def test_cli_select_with_a_method_needing_state_is_a_clear_error(tmp_path, saved_tiny,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from corrsteer.tasks import register_task
     from test_collection import ParityTask
+
+    from corrsteer.tasks import register_task
 
     register_task("parity", ParityTask, overwrite=True)
     model_dir, saes = saved_tiny

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from corrsteer.collection import (CHECKPOINT_FILE, COLLECTION_DIR, collect, load_checkpoint, load_collection)
 from corrsteer.errors import CorrsteerError
+from corrsteer.method.collection import CHECKPOINT_FILE, COLLECTION_DIR, collect, load_checkpoint, load_collection
 from corrsteer.tasks.base import Sample, Task
 
 LAYERS = (0, 2)
@@ -52,8 +52,8 @@ def acc_bytes(col: Any) -> dict[int, bytes]:
 def test_collect_equals_a_manual_capture_pass(tiny_llama: Any, tiny_tokenizer: Any, parity_task: ParityTask,
                                               saes: dict[int, Any]) -> None:
     import corrsteer
-    from corrsteer.generation import generate
     from corrsteer.hooks import capture
+    from corrsteer.method.generation import generate
 
     samples = parity_task.samples("train", 12)
     col = collect(tiny_llama, tiny_tokenizer, parity_task, saes, samples, batch_size=12, progress=False)
@@ -67,7 +67,7 @@ def test_collect_equals_a_manual_capture_pass(tiny_llama: Any, tiny_tokenizer: A
     assert [r["completion"] for r in col.records] == [g.completion for g in gens]
     assert [r["id"] for r in col.records] == [s.id for s in samples]
     for l in LAYERS:
-        manual = corrsteer.CorrelationAccumulator(48)
+        manual = corrsteer.core.CorrelationAccumulator(48)
         manual.update(z[l], y)
         assert col.accumulators[l].to_bytes() == manual.to_bytes(), f"layer {l}"
     assert col.n == 12 and col.score == pytest.approx(y.mean()) and col.complete

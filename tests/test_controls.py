@@ -1,4 +1,4 @@
-"""The controls' collection state (corrsteer.controls) on a tiny model, and the controls table end to end."""
+"""The controls' collection state (corrsteer.studies.controls) on a tiny model, and the controls table end to end."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from test_collection import ParityTask
 
 import corrsteer
-from corrsteer.collection import collect, load_checkpoint
 from corrsteer.config import RunConfig
 from corrsteer.errors import CorrsteerError
-from corrsteer.controls import ControlState, identity_sae, residual_means, run_controls
-
-from test_collection import ParityTask
+from corrsteer.method.collection import collect, load_checkpoint
+from corrsteer.method.control_state import ControlState, identity_sae, residual_means
+from corrsteer.studies.controls import run_controls
 
 LAYERS = (0, 2)
 
@@ -71,8 +71,8 @@ def manual_residual_means(model: Any, tok: Any, task: Any, samples: list[Any], r
 
 
 def test_controls_collection_matches_manual_passes(tiny_llama: Any, tiny_tokenizer: Any, saes: dict[int, Any]) -> None:
-    from corrsteer.generation import generate
     from corrsteer.hooks import capture
+    from corrsteer.method.generation import generate
 
     task = ParityTask()
     samples = task.samples("train", 14)
@@ -98,7 +98,7 @@ def test_controls_collection_matches_manual_passes(tiny_llama: Any, tiny_tokeniz
             np.testing.assert_allclose(m["mean"], p64.mean(0), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(m["m2"], ((p64 - p64.mean(0)) ** 2).sum(0), rtol=1e-4, atol=1e-5)
     # diff-in-means: class means of the residual at the generation positions, sequence by sequence
-    from corrsteer.baselines import diff_in_means
+    from corrsteer.method.baselines import diff_in_means
 
     x = manual_residual_means(tiny_llama, tiny_tokenizer, task, samples, col.records, [g.n_new_tokens for g in gens])
     for l in LAYERS:
@@ -106,7 +106,7 @@ def test_controls_collection_matches_manual_passes(tiny_llama: Any, tiny_tokeniz
         np.testing.assert_allclose(diff_in_means(st.resid[l]), expected, rtol=1e-4, atol=1e-5, err_msg=f"layer {l}")
     # shuffled: within each checkpoint window (7 samples) the rewards are permuted with rng([seed, start])
     for l in LAYERS:
-        manual = corrsteer.CorrelationAccumulator(48)
+        manual = corrsteer.core.CorrelationAccumulator(48)
         for start in (0, 7):
             perm = np.random.default_rng([3, start]).permutation(7)
             manual.update(z[l][start:start + 7], y[start:start + 7][perm])
@@ -158,7 +158,7 @@ def test_control_state_rejects_a_bad_residual_and_unflushed_serialisation() -> N
 
 def test_controls_table_end_to_end(tmp_path: Any, tiny_llama: Any, tiny_tokenizer: Any,
                                                  saes: dict[int, Any]) -> None:
-    from corrsteer.controls import DEFAULT_METHODS
+    from corrsteer.studies.controls import DEFAULT_METHODS
 
     cfg = RunConfig(task="parity", model="tiny", sae="tiny", n_train=24, n_test=10, batch_size=8,
                     checkpoint_every=12, progress=False, n_boot=200, out=str(tmp_path), mode="all", scale=8.0)

@@ -1,4 +1,4 @@
-"""corrsteer.CorrelationAccumulator (C core) against its NumPy twin, scipy and itself.
+"""corrsteer.core.CorrelationAccumulator (C core) against its NumPy twin, scipy and itself.
 
 Tolerances: the C core and the twin both keep float64 centred moments; they differ
 only in summation order, so r (bounded by 1) agrees to 1e-10 absolute and the
@@ -17,7 +17,7 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corrsteer import CorrelationAccumulator, reference
+from corrsteer.core import CorrelationAccumulator, reference
 
 R_ATOL = 1e-10
 C_RTOL = 1e-10

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import corrsteer
-from corrsteer import CorrelationAccumulator, kernels
+from corrsteer.core import CorrelationAccumulator, kernels
 
 D_IN, D_SAE = 6, 10
 
@@ -86,12 +86,12 @@ def test_encode_pooled_rejects_bad_input():
 def test_pooler_rejects_bad_input():
     sae = make_sae()
     with pytest.raises(ValueError, match="n_seq"):
-        corrsteer.Pooler(sae, 0)
+        corrsteer.core.Pooler(sae, 0)
     with pytest.raises(ValueError, match="mode"):
-        corrsteer.Pooler(sae, 2, mode="sum")
+        corrsteer.core.Pooler(sae, 2, mode="sum")
     with pytest.raises(ValueError, match="buffer_rows"):
-        corrsteer.Pooler(sae, 2, buffer_rows=0)
-    pooler = corrsteer.Pooler(sae, 2)
+        corrsteer.core.Pooler(sae, 2, buffer_rows=0)
+    pooler = corrsteer.core.Pooler(sae, 2)
     with pytest.raises(ValueError, match=r"\bx\b|n_seq"):
         pooler.push(np.zeros((3, D_IN), np.float32), np.ones(3, bool))
     with pytest.raises(ValueError, match="d_in"):
@@ -208,7 +208,7 @@ def test_steering_rejects_bad_input():
     ]
     for args, error, match in cases:
         with pytest.raises(error, match=match):
-            corrsteer.steering_vector(*args)
+            corrsteer.core.steering_vector(*args)
     x = np.zeros((2, D_IN), np.float32)
     with pytest.raises(TypeError, match=r"\bx\b"):
         kernels.add_to_rows(x.astype(np.float64), np.ones(D_IN))

@@ -16,7 +16,7 @@ import numpy as np
 import psutil
 
 import corrsteer
-from corrsteer import CorrelationAccumulator, kernels
+from corrsteer.core import CorrelationAccumulator, kernels
 
 SLACK = 2 * 2**20
 
@@ -63,7 +63,7 @@ def test_pooler_memory_is_flat_in_generated_tokens():
                         np.zeros(d_in, np.float32), architecture="relu")
     x = rng.standard_normal((n_seq, d_in)).astype(np.float32)
     active = np.ones(n_seq, bool)
-    pooler = corrsteer.Pooler(sae, n_seq, buffer_rows=64)
+    pooler = corrsteer.core.Pooler(sae, n_seq, buffer_rows=64)
     for _ in range(200):
         pooler.push(x, active)
     pooler.result()
@@ -96,7 +96,7 @@ def test_no_reference_leaks_over_repeated_calls():
     features, coefficients = np.array([1, 2]), np.array([0.5, -1.0])
     rows, seq = x.reshape(-1, d_in), np.repeat(np.arange(3), 5)
     acc = CorrelationAccumulator(d_sae)
-    pooler = corrsteer.Pooler(sae, 3, buffer_rows=4)
+    pooler = corrsteer.core.Pooler(sae, 3, buffer_rows=4)
     data = acc.to_bytes()
     watched = (x, mask, z, y, features, coefficients, rows, seq, W_dec, data, sae.W_enc)
 
@@ -110,7 +110,7 @@ def test_no_reference_leaks_over_repeated_calls():
         CorrelationAccumulator.from_bytes(data)
         pooler.push_rows(rows, seq)
         pooler.result()
-        corrsteer.steering_vector(W_dec, features, coefficients)
+        corrsteer.core.steering_vector(W_dec, features, coefficients)
         kernels.add_to_rows(rows, W_dec[0])
 
     for _ in range(50):

@@ -1,4 +1,4 @@
-"""corrsteer.Pooler (C core, buffered streaming) against encode_pooled and the twin.
+"""corrsteer.core.Pooler (C core, buffered streaming) against encode_pooled and the twin.
 
 Pushing rows step by step, with active masks that change between steps and buffers
 that flush at odd sizes, must give what encoding and pooling the whole tensor gives.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import corrsteer
-from corrsteer import kernels, reference
+from corrsteer.core import kernels, reference
 
 
 def make_sae(seed, d_in, d_sae, architecture="jumprelu", k=None):
@@ -53,7 +53,7 @@ def test_pooler_push_equals_encode_pooled(buffer_rows, n_seq, n_tok, d_in, d_sae
     sae = make_sae(seed, d_in, d_sae, architecture, k)
     x, mask = steps(seed, n_seq, n_tok, d_in)
     where = f"buffer_rows={buffer_rows} shape={(n_seq, n_tok, d_in, d_sae)} mode={mode} arch={architecture}"
-    pooler = corrsteer.Pooler(sae, n_seq, mode=mode, buffer_rows=buffer_rows)
+    pooler = corrsteer.core.Pooler(sae, n_seq, mode=mode, buffer_rows=buffer_rows)
     twin = reference.Pooler(sae, n_seq, mode=mode)
     for t in range(n_tok):
         pooler.push(x[:, t], mask[:, t])
@@ -74,7 +74,7 @@ def test_pooler_push_rows_interleaved_and_result_midway(mode):
     seq = np.where(mask, np.arange(n_seq)[:, None], -1).reshape(-1)
     order = np.random.default_rng(0).permutation(n_seq * n_tok)
     rows, seq = x.reshape(-1, d_in)[order], seq[order]
-    pooler = corrsteer.Pooler(sae, n_seq, mode=mode, buffer_rows=5)
+    pooler = corrsteer.core.Pooler(sae, n_seq, mode=mode, buffer_rows=5)
     pooler.push_rows(rows[:17], seq[:17])
     midway = pooler.result()  # flushes; pushing continues afterwards
     z_mid, counts_mid = reference.sae_pool_rows(sae, rows[:17], seq[:17], n_seq, mode)
@@ -107,7 +107,7 @@ def test_pooler_reset_and_inactive_sequences_pool_to_zero():
 def test_pooler_nothing_pushed_and_all_inactive_give_zeros():
     sae = make_sae(13, 6, 50, "jumprelu")
     for mode in ("max", "mean"):
-        pooler = corrsteer.Pooler(sae, 2, mode=mode)
+        pooler = corrsteer.core.Pooler(sae, 2, mode=mode)
         assert not pooler.result().any()
         for _ in range(5):
             pooler.push(np.ones((2, 6), np.float32), np.zeros(2, bool))
@@ -117,8 +117,8 @@ def test_pooler_nothing_pushed_and_all_inactive_give_zeros():
 def test_pooler_accepts_float64_and_strided_rows():
     sae = make_sae(14, 8, 64, "relu")
     x, mask = steps(14, 3, 9, 8)
-    reference_pool = corrsteer.Pooler(sae, 3, buffer_rows=4)
-    converted = corrsteer.Pooler(sae, 3, buffer_rows=4)
+    reference_pool = corrsteer.core.Pooler(sae, 3, buffer_rows=4)
+    converted = corrsteer.core.Pooler(sae, 3, buffer_rows=4)
     wide = np.zeros((3, 9, 16), np.float32)
     wide[:, :, ::2] = x
     for t in range(9):

@@ -1,4 +1,4 @@
-"""The pure-NumPy twin (corrsteer.reference) against brute force and scipy.
+"""The pure-NumPy twin (corrsteer.core.reference) against brute force and scipy.
 
 The twin is the specification the C core is tested against, so it is itself checked
 here against element-by-element loops, ``scipy.stats.pointbiserialr`` and
@@ -7,7 +7,7 @@ here against element-by-element loops, ``scipy.stats.pointbiserialr`` and
 
 from __future__ import annotations
 
-import pickle
+import copy
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corrsteer import reference as R
+from corrsteer.core import reference as R
 
 
 def random_sae(rng: np.random.Generator, d_in: int, d_sae: int) -> dict:
@@ -209,7 +209,7 @@ def chunks(z, y, sizes):
     return out
 
 
-def test_reference_streaming_invariants(tmp_path):
+def test_reference_streaming_invariants():
     rng = np.random.default_rng(7)
     z = rng.gamma(1.0, size=(97, 11)).astype(np.float32)
     y = (rng.random(97) < 0.4).astype(np.int64)
@@ -221,13 +221,10 @@ def test_reference_streaming_invariants(tmp_path):
     left, right = R.CorrelationAccumulator(11), R.CorrelationAccumulator(11)
     left.update(z[:40], y[:40])
     right.update(z[40:], y[40:])
-    resumed = pickle.loads(pickle.dumps(left))
+    resumed = copy.deepcopy(left)  # the twin has no serialisation: resuming is the C core's (to_bytes)
     resumed.update(z[40:], y[40:])
-    left.save(tmp_path / "acc.bin")
-    loaded = R.CorrelationAccumulator.load(tmp_path / "acc.bin")
-    loaded.update(z[40:], y[40:])
     left.merge(right)
-    for acc in (many, left, resumed, loaded):
+    for acc in (many, left, resumed):
         np.testing.assert_allclose(acc.correlation(), one.correlation(), rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(acc.coefficient(True), one.coefficient(True), rtol=1e-12)
         np.testing.assert_allclose(acc.frequency(), one.frequency(), rtol=0)
@@ -245,14 +242,14 @@ def test_reference_merge_is_associative_and_commutative(sizes, seed, kind):
         y = rng.integers(0, 2, s) if kind == "binary" else rng.random(s)
         acc.update(rng.standard_normal((s, 4)).astype(np.float32) + 5, y)
         accs.append(acc)
-    a, b, c = (R.CorrelationAccumulator.from_bytes(x.to_bytes()) for x in accs)
+    a, b, c = (copy.deepcopy(x) for x in accs)
     a.merge(b)
     a.merge(c)  # (a + b) + c
-    bc = R.CorrelationAccumulator.from_bytes(accs[1].to_bytes())
+    bc = copy.deepcopy(accs[1])
     bc.merge(accs[2])
-    a_bc = R.CorrelationAccumulator.from_bytes(accs[0].to_bytes())
+    a_bc = copy.deepcopy(accs[0])
     a_bc.merge(bc)  # a + (b + c)
-    cba = R.CorrelationAccumulator.from_bytes(accs[2].to_bytes())
+    cba = copy.deepcopy(accs[2])
     cba.merge(accs[1])
     cba.merge(accs[0])  # (c + b) + a
     for other in (a_bc, cba):
@@ -302,17 +299,3 @@ def test_reference_steering_vector_and_add_to_rows():
     np.testing.assert_array_equal(x, np.stack([2 * v, v, 2 * v]))
     with pytest.raises(ValueError, match="features"):
         R.steering_vector(W_dec, np.array([-1]), np.array([1.0]))
-
-
-@pytest.mark.parametrize("mutate,match", [
-    (lambda b: b[:10], "truncated"),
-    (lambda b: b[:-8] + b[-4:], "truncated or corrupt"),
-    (lambda b: b"X" + b[1:], "magic"),
-    (lambda b: b[:8] + (99).to_bytes(4, "little") + b[12:], "version"),
-    (lambda b: b[:40] + bytes([b[40] ^ 1]) + b[41:], "checksum"),
-])
-def test_reference_from_bytes_rejects_corrupt_data(mutate, match):
-    acc = R.CorrelationAccumulator(3)
-    acc.update(np.ones((2, 3), np.float32), np.array([0, 1]))
-    with pytest.raises(ValueError, match=match):
-        R.CorrelationAccumulator.from_bytes(mutate(acc.to_bytes()))

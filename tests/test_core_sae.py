@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import corrsteer
-from corrsteer import reference
+from corrsteer.core import reference
 
 # (n_rows, d_in, d_sae): d_sae 1031 and 4099 are not multiples of any block size.
 SHAPES = [(1, 8, 1), (3, 16, 37), (17, 33, 1031), (5, 9, 4099), (1, 1, 5)]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import corrsteer
-from corrsteer import kernels, reference
+from corrsteer.core import kernels, reference
 
 
 @pytest.mark.parametrize("d_sae,d_in,n_feat", [(1, 1, 1), (37, 16, 3), (4099, 640, 12), (100, 2304, 0)])
@@ -20,7 +20,7 @@ def test_steering_vector_matches_reference(d_sae, d_in, n_feat, seed):
     W_dec = rng.standard_normal((d_sae, d_in)).astype(np.float32)
     features = rng.integers(0, d_sae, n_feat)
     coefficients = rng.standard_normal(n_feat) * 10
-    v = corrsteer.steering_vector(W_dec, features, coefficients)
+    v = corrsteer.core.steering_vector(W_dec, features, coefficients)
     assert v.dtype == np.float32 and v.shape == (d_in,)
     scale = np.abs(coefficients) @ np.abs(W_dec[features].astype(np.float64)) if n_feat else np.zeros(d_in)
     assert np.all(np.abs(v - reference.steering_vector(W_dec, features, coefficients)) <= 1e-6 * scale), \
@@ -29,16 +29,16 @@ def test_steering_vector_matches_reference(d_sae, d_in, n_feat, seed):
 
 def test_steering_vector_duplicates_add_and_negatives_subtract():
     W_dec = np.arange(12, dtype=np.float32).reshape(4, 3)
-    v = corrsteer.steering_vector(W_dec, np.array([1, 1, 3]), np.array([0.5, 0.5, -2.0]))
+    v = corrsteer.core.steering_vector(W_dec, np.array([1, 1, 3]), np.array([0.5, 0.5, -2.0]))
     np.testing.assert_array_equal(v, W_dec[1] - 2 * W_dec[3])
-    v = corrsteer.steering_vector(W_dec, np.array([2], np.int32), np.array([1], np.int64))
+    v = corrsteer.core.steering_vector(W_dec, np.array([2], np.int32), np.array([1], np.int64))
     np.testing.assert_array_equal(v, W_dec[2])
 
 
 def test_steering_vector_accumulates_in_float64():
     """1e8 + 1 - 1e8 in float32 loses the 1; float64 accumulation keeps it."""
     W_dec = np.ones((3, 2), np.float32)
-    v = corrsteer.steering_vector(W_dec, np.array([0, 1, 2]), np.array([1e8, 1.0, -1e8]))
+    v = corrsteer.core.steering_vector(W_dec, np.array([0, 1, 2]), np.array([1e8, 1.0, -1e8]))
     np.testing.assert_array_equal(v, [1.0, 1.0])
 
 

@@ -57,7 +57,7 @@ def test_accumulator_refuses_concurrent_use_and_stays_consistent():
     d_sae, n = 2048, 3000
     z = rng.random((n, d_sae), dtype=np.float32)
     y = (rng.random(n) < 0.5).astype(np.float64)
-    acc = corrsteer.CorrelationAccumulator(d_sae)
+    acc = corrsteer.core.CorrelationAccumulator(d_sae)
     done = []
 
     def work():
@@ -74,7 +74,7 @@ def test_accumulator_refuses_concurrent_use_and_stays_consistent():
     assert not errors
     assert refused > 0, "no concurrent call was ever observed; the GIL may not be released"
     assert acc.n == len(done) * n + len(probes) * 2  # every accepted update counted once
-    twin = corrsteer.CorrelationAccumulator(d_sae)
+    twin = corrsteer.core.CorrelationAccumulator(d_sae)
     for _ in done:
         twin.update(z, y)
     for _ in probes:
@@ -87,7 +87,7 @@ def test_merge_refuses_a_busy_partner():
     rng = np.random.default_rng(1)
     z = rng.random((3000, 2048), dtype=np.float32)
     y = (rng.random(3000) < 0.5).astype(np.float64)
-    a, b = corrsteer.CorrelationAccumulator(2048), corrsteer.CorrelationAccumulator(2048)
+    a, b = corrsteer.core.CorrelationAccumulator(2048), corrsteer.core.CorrelationAccumulator(2048)
     b.update(z[:10], y[:10])
     refused, errors = _run_while(lambda: a.update(z, y), lambda: b.merge(a))
     assert not errors and refused > 0
@@ -99,7 +99,7 @@ def test_pooler_refuses_concurrent_use():
     sae = corrsteer.SAE(rng.standard_normal((d_in, d_sae)).astype(np.float32),
                         np.zeros(d_sae, np.float32), np.zeros((d_sae, d_in), np.float32),
                         np.zeros(d_in, np.float32), architecture="relu")
-    pooler = corrsteer.Pooler(sae, n_seq, buffer_rows=64)
+    pooler = corrsteer.core.Pooler(sae, n_seq, buffer_rows=64)
     rows = rng.standard_normal((512, d_in)).astype(np.float32)
     seq = np.arange(512, dtype=np.int64) % n_seq
     refused, errors = _run_while(lambda: pooler.push_rows(rows, seq), pooler.result)
@@ -140,7 +140,7 @@ def test_separate_accumulators_in_threads_merge_to_the_single_thread_result(kind
     rng = np.random.default_rng(4)
     z = rng.random((400, 64), dtype=np.float32)
     y = (rng.random(400) < 0.4).astype(np.float64)
-    shards = [corrsteer.CorrelationAccumulator(64, kind=kind) for _ in range(4)]
+    shards = [corrsteer.core.CorrelationAccumulator(64, kind=kind) for _ in range(4)]
     threads = [threading.Thread(target=s.update, args=(z[i::4], y[i::4])) for i, s in enumerate(shards)]
     for t in threads:
         t.start()
@@ -149,6 +149,6 @@ def test_separate_accumulators_in_threads_merge_to_the_single_thread_result(kind
     total = shards[0]
     for s in shards[1:]:
         total.merge(s)
-    single = corrsteer.CorrelationAccumulator(64, kind=kind)
+    single = corrsteer.core.CorrelationAccumulator(64, kind=kind)
     single.update(z, y)
     np.testing.assert_allclose(total.correlation(), single.correlation(), rtol=0, atol=1e-12)

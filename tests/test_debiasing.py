@@ -1,4 +1,4 @@
-"""Debiasing (corrsteer.debiasing): label steering vectors, BBQ bias intervals, the table end to end on a tiny model."""
+"""Debiasing (corrsteer.studies.debiasing): label steering vectors, BBQ bias intervals, the table end to end on a tiny model."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import corrsteer
-from corrsteer.debiasing import bias_intervals, debias, label_selection, main_debias
-from corrsteer.labels import LabelCorrelations
+from corrsteer.cli import main
+from corrsteer.studies.debiasing import bias_intervals, debias, label_selection
+from corrsteer.studies.labels import LabelCorrelations
 from corrsteer.tasks.bbq import bias_scores
 
 FIXTURES = str(Path(__file__).parent / "fixtures" / "tasks")
@@ -28,7 +29,7 @@ def fake_labels(saes: dict[int, Any], n: int = 90) -> LabelCorrelations:
         z[:, 2] += 2.0 * (lab == "neutral")
         z[:, 5] += 3.0 * (lab == "stereotype")
         for k in LABELS:
-            acc = corrsteer.CorrelationAccumulator(sae.d_sae)
+            acc = corrsteer.core.CorrelationAccumulator(sae.d_sae)
             acc.update(z, (lab == k).astype(np.float64))
             accs[k][layer] = acc
     return LabelCorrelations(accs, {k: int((lab == k).sum()) for k in LABELS}, {"source": "fake"})
@@ -43,7 +44,7 @@ def test_label_selection_adds_neutral_and_subtracts_stereotype(saes: dict[int, A
     lc = fake_labels(saes)
     lc.save(tmp_path / "labels")
     sel = label_selection(tmp_path / "labels", saes, scale=2.0)
-    assert sel.method == "labels" and sorted(sel.vectors) == [0, 2]
+    assert sel.method == "labels" and sel.layers == [0, 2]
     for layer in (0, 2):
         plus = [f for f in sel.features if f.layer == layer and f.sign > 0]
         minus = [f for f in sel.features if f.layer == layer and f.sign < 0]
@@ -51,7 +52,7 @@ def test_label_selection_adds_neutral_and_subtracts_stereotype(saes: dict[int, A
         c_n = lc.accumulators["neutral"][layer].coefficient()[2]
         c_s = lc.accumulators["stereotype"][layer].coefficient()[5]
         W = saes[layer].W_dec
-        np.testing.assert_allclose(sel.vectors[layer], 2.0 * (c_n * W[2] - c_s * W[5]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(sel.vectors()[layer], 2.0 * (c_n * W[2] - c_s * W[5]), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="label 'toxic'"):
         label_selection(lc, saes, add="toxic")
     with pytest.raises(ValueError, match="layers"):
@@ -111,13 +112,11 @@ def test_debias_end_to_end_on_bbq_and_emgsd_fixtures(tmp_path: Any, tiny_llama: 
 
 def test_cli_debias_with_labels_folder(tmp_path: Any, tiny_llama: Any, tiny_tokenizer: Any, saes: dict[int, Any],
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from corrsteer.cli import main
-    from corrsteer.sae.formats import save_sae
 
     model_dir = tmp_path / "model"
     tiny_llama.save_pretrained(model_dir)
     tiny_tokenizer.save_pretrained(model_dir)
-    paths = ",".join(str(save_sae(s, tmp_path / f"sae{l}")) for l, s in saes.items())
+    paths = ",".join(str((s).save(tmp_path / f"sae{l}")) for l, s in saes.items())
     fake_labels(saes).save(tmp_path / "labels")
     code = main(["debias", "--labels", str(tmp_path / "labels"), "--model", str(model_dir), "--sae", paths,
                  "--tasks", "bbq_ambig", "--n-test", "4", "--batch-size", "4", "--max-new-tokens", "2",
@@ -126,5 +125,5 @@ def test_cli_debias_with_labels_folder(tmp_path: Any, tiny_llama: Any, tiny_toke
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert "bbq_ambig / labels" in printed.out and (tmp_path / "out" / "debias.md").is_file()
-    assert main_debias(["--model", str(model_dir)]) == 2
+    assert main(["debias", "--model", str(model_dir)]) == 2
     assert "give --selection" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Tests for corrsteer.evaluation: statistics checked against scipy, records I/O, errors."""
+"""Tests for corrsteer.method.statistics: statistics checked against scipy, records I/O, errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from corrsteer import evaluation as ev
+from corrsteer.method import statistics as ev
+from corrsteer.report import records, tables
 
 
 def _paired(n: int, p_pos: float, p_neg: float, p_base: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -242,34 +243,34 @@ def test_compare_rejects_bad_categories_and_options():
 
 def test_compare_table_contains_the_numbers():
     r = ev.compare([0] * 50 + [1] * 50, [1] * 20 + [0] * 30 + [1] * 45 + [0] * 5, n_boot=500)
-    md = ev.compare_table({"all": r, "empty": {}})
+    md = tables.compare_table({"all": r, "empty": {}})
     lines = md.strip().splitlines()
     assert len(lines) == 4 and lines[0].startswith("| condition")
     row = lines[2]
     assert "| all | 50.0 | 65.0 | +15.0 |" in row
     assert f"[{100 * r['ci95'][0]:+.1f}, {100 * r['ci95'][1]:+.1f}]" in row
-    assert ev.format_p(r["mcnemar_p"]) in row and "| 0.20 |" in row and "20 / 5" in row
+    assert tables.format_p(r["mcnemar_p"]) in row and "| 0.20 |" in row and "20 / 5" in row
     assert lines[3].count("–") >= 7  # missing values render as a dash, no crash
     with pytest.raises(TypeError, match="results"):
-        ev.compare_table([r])
+        tables.compare_table([r])
 
 
 def test_verdict_sentences_follow_the_numbers():
     up = ev.compare([0] * 80 + [1] * 20, [1] * 30 + [0] * 50 + [1] * 20, n_boot=500)
-    assert ev.verdict(up).startswith("improved by +30.0 pp")
+    assert tables.verdict(up).startswith("improved by +30.0 pp")
     down = ev.compare([1] * 100, [0] * 30 + [1] * 70, n_boot=500)
-    assert ev.verdict(down).startswith("worsened by -30.0 pp")
+    assert tables.verdict(down).startswith("worsened by -30.0 pp")
     flat = ev.compare([0, 1] * 50, [1, 0] * 3 + [0, 1] * 47, n_boot=500)
-    assert ev.verdict(flat).startswith("no significant change") and "CI includes 0" in ev.verdict(flat)
-    assert ev.verdict(ev.compare([0, 1], [0, 1], n_boot=10)).startswith("no change")
+    assert tables.verdict(flat).startswith("no significant change") and "CI includes 0" in tables.verdict(flat)
+    assert tables.verdict(ev.compare([0, 1], [0, 1], n_boot=10)).startswith("no change")
     weak = {"delta": 0.05, "ci95": [0.001, 0.1], "mcnemar_p": 0.07, "pos": 9, "neg": 2}
-    assert ev.verdict(weak).startswith("weak evidence") and "excludes 0" in ev.verdict(weak)
+    assert tables.verdict(weak).startswith("weak evidence") and "excludes 0" in tables.verdict(weak)
 
 
 @pytest.mark.parametrize("p,text", [(1.0, "1"), (0.41, "0.41"), (0.041, "0.041"), (0.0041, "0.0041"),
                                     (3.2e-5, "3.2e-05")])
 def test_format_p(p, text):
-    assert ev.format_p(p) == text
+    assert tables.format_p(p) == text
 
 
 # ------------------------------------------------------------------ generation records
@@ -282,8 +283,8 @@ def _records():
 
 
 def test_generations_jsonl_roundtrip(tmp_path):
-    path = ev.write_generations_jsonl(tmp_path / "sub" / "gen.jsonl", _records())
-    back = ev.read_generations_jsonl(path)
+    path = records.write_generations_jsonl(tmp_path / "sub" / "gen.jsonl", _records())
+    back = records.read_generations_jsonl(path)
     assert len(back) == 6 and back[0]["extracted"] == 4 and back[0]["meta_x"] == [1, 2]
     assert back[0]["completion"] == "4 ✓"
     assert [p.name for p in path.parent.iterdir()] == ["gen.jsonl"]  # no temp file left
@@ -291,11 +292,11 @@ def test_generations_jsonl_roundtrip(tmp_path):
 
 def test_write_generations_is_atomic_on_failure(tmp_path):
     path = tmp_path / "gen.jsonl"
-    ev.write_generations_jsonl(path, _records())
+    records.write_generations_jsonl(path, _records())
     before = path.read_text()
     bad = _records() + [{**_records()[0], "extracted": object()}]
     with pytest.raises(TypeError, match=r"records\[6\]"):
-        ev.write_generations_jsonl(path, bad)
+        records.write_generations_jsonl(path, bad)
     assert path.read_text() == before and len(list(tmp_path.iterdir())) == 1
 
 
@@ -307,11 +308,11 @@ def test_write_generations_is_atomic_on_failure(tmp_path):
 ])
 def test_write_generations_rejects_bad_records(tmp_path, change, exc, match):
     with pytest.raises(exc, match=match):
-        ev.write_generations_jsonl(tmp_path / "g.jsonl", [{**_records()[0], **change}])
+        records.write_generations_jsonl(tmp_path / "g.jsonl", [{**_records()[0], **change}])
     rec = dict(_records()[0])
     del rec["prompt"]
     with pytest.raises(ValueError, match="lacks"):
-        ev.write_generations_jsonl(tmp_path / "g.jsonl", [rec])
+        records.write_generations_jsonl(tmp_path / "g.jsonl", [rec])
 
 
 def test_read_generations_names_file_and_line_of_bad_data(tmp_path):
@@ -319,29 +320,29 @@ def test_read_generations_names_file_and_line_of_bad_data(tmp_path):
     good = json.dumps({k: 1 for k in ("id", "category", "prompt", "completion", "extracted", "reward")})
     path.write_text(good + "\n\n" + '{"id": 1, "rew\n')
     with pytest.raises(ValueError, match=r"g.jsonl:3: not valid JSON.*not a generations file"):
-        ev.read_generations_jsonl(path)
+        records.read_generations_jsonl(path)
     path.write_text(good + "\n[1, 2]\n")
     with pytest.raises(ValueError, match=r"g.jsonl:2: expected a JSON object, got list"):
-        ev.read_generations_jsonl(path)
+        records.read_generations_jsonl(path)
     path.write_text('{"id": 1}\n')
     with pytest.raises(ValueError, match=r"g.jsonl:1: missing key\(s\) \[.category"):
-        ev.read_generations_jsonl(path)
+        records.read_generations_jsonl(path)
 
 
 def test_pair_records_pairs_by_id_and_rejects_mismatch():
     recs = _records()
-    ids, cats, b, s = ev.pair_records(recs[3:][::-1] + recs[:3])  # order free
+    ids, cats, b, s = records.pair_records(recs[3:][::-1] + recs[:3])  # order free
     assert ids == ["s0", "s1", "s2"] and cats == [None, "a", None] and b == s == [0, 1, 0]
     with pytest.raises(ValueError, match="different samples"):
-        ev.pair_records(recs[:-1])
+        records.pair_records(recs[:-1])
     with pytest.raises(ValueError, match="twice"):
-        ev.pair_records(recs + recs[:1])
+        records.pair_records(recs + recs[:1])
     with pytest.raises(ValueError, match="condition"):
-        ev.pair_records([{**recs[0], "condition": None}])
+        records.pair_records([{**recs[0], "condition": None}])
 
 
 def test_importing_evaluation_needs_no_torch_scipy_or_matplotlib():
-    code = ("import sys, corrsteer.evaluation; "
+    code = ("import sys, corrsteer.method.statistics; "
             "bad = [m for m in ('torch', 'scipy', 'matplotlib') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

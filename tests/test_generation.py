@@ -1,4 +1,4 @@
-"""corrsteer.generation.generate: batched greedy generation with per-sequence stops."""
+"""corrsteer.method.generation.generate: batched greedy generation with per-sequence stops."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from corrsteer.generation import Generation, generate
 from corrsteer.hooks import capture, steer
+from corrsteer.method.generation import Generation, generate
 
 PROMPTS = ["Once upon a time,", "Hi", "The cat sat on the mat", "x", "Hello world"]
 N_NEW = 8

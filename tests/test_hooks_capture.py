@@ -4,7 +4,7 @@ The expected values come from a manual computation that does not use corrsteer's
 position tracker: one plain forward over the final sequences records each layer's
 output with a plain torch hook, the generation columns ``W-1 … end-1`` of each row are
 selected by hand (``W`` the padded prompt width, ``end`` the column of the first
-generated EOS or the end of generation), then ``corrsteer.reference`` encodes and pools.
+generated EOS or the end of generation), then ``corrsteer.core.reference`` encodes and pools.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from corrsteer import reference
+from corrsteer.core import reference
 from corrsteer.errors import CorrsteerError
 from corrsteer.hooks import capture, steer
 

@@ -139,7 +139,7 @@ def test_zero_vector_leaves_logits_bit_identical(tiny_model: Any, tiny_tokenizer
     kw = dict(output_logits=True, return_dict_in_generate=True)
     base = _greedy(tiny_model, batch, **kw)
     with steer(tiny_model, {0: torch.zeros(32), 1: np.zeros(32, np.float32), 2: torch.zeros(32)},
-               positions="all", scale=3.0):
+               positions="all"):
         zero = _greedy(tiny_model, batch, **kw)
     assert torch.equal(base.sequences, zero.sequences)
     for step, (a, b) in enumerate(zip(base.logits, zero.logits)):
@@ -174,20 +174,6 @@ def test_nesting_adds_both_and_inner_exit_keeps_outer(tiny_model: Any, tiny_toke
         torch.testing.assert_close(nested[layer], summed[layer], rtol=1e-5, atol=1e-6)
         assert torch.equal(after_inner[layer], outer_only[layer])
     assert _no_hooks_left(tiny_model)
-
-
-def test_scale_multiplies_the_vector(tiny_model: Any, tiny_tokenizer: Any) -> None:
-    batch = _batch(tiny_tokenizer)
-    v = _vec(11)
-    with torch.no_grad():
-        with steer(tiny_model, {2: v}, scale=2.5):
-            scaled = tiny_model(**batch).logits
-        with steer(tiny_model, {2: v * 2.5}):
-            premultiplied = tiny_model(**batch).logits
-        with steer(tiny_model, {2: v}):
-            once = tiny_model(**batch).logits
-    assert torch.equal(scaled, premultiplied)
-    assert not torch.equal(scaled, once)
 
 
 def test_plain_forward_steers_its_last_position_only(tiny_model: Any, tiny_tokenizer: Any) -> None:
@@ -231,20 +217,30 @@ def test_resid_pre_of_layer_equals_resid_post_of_previous(tiny_model: Any, tiny_
         assert torch.equal(a, b)
 
 
-def test_selection_object_and_saved_folder(tiny_llama: Any, tiny_tokenizer: Any, tmp_path: Any) -> None:
-    from corrsteer.selection import Feature, Selection, save_selection
+def test_selection_applies_itself_and_from_its_saved_folder(tiny_llama: Any, tiny_tokenizer: Any,
+                                                             tmp_path: Any) -> None:
+    from corrsteer.method.features import Feature, Selection
 
     v = _vec(16, norm=4.0).numpy()
     feature = Feature(layer=1, index=0, sign=1, r=0.5, coefficient=4.0, mean_pos=4.0)
-    sel = Selection(mode="all", features=[feature], candidates=[], baseline_score=None, vectors={1: v})
+    sel = Selection(mode="all", features=[feature], directions={1: v[None] / 4.0}, coefficients={1: [4.0]})
     batch = _batch(tiny_tokenizer)
     with steer(tiny_llama, {1: v}):
         want = _greedy(tiny_llama, batch)
-    with steer(tiny_llama, sel):
+    with steer(tiny_llama, {1: 2.5 * v}):
+        want_scaled = _greedy(tiny_llama, batch)
+    with sel.apply(tiny_llama):
         from_object = _greedy(tiny_llama, batch)
-    with steer(tiny_llama, save_selection(sel, tmp_path / "sel")):
+    with Selection.load(sel.save(tmp_path / "sel")).apply(tiny_llama):
         from_folder = _greedy(tiny_llama, batch)
+    with sel.apply(tiny_llama, scale=2.5):
+        scaled = _greedy(tiny_llama, batch)
     assert torch.equal(from_object, want) and torch.equal(from_folder, want)
+    assert torch.equal(scaled, want_scaled) and not torch.equal(scaled, want)
+    with pytest.raises(TypeError, match="selection.apply"):
+        steer(tiny_llama, sel)
+    with pytest.raises(TypeError, match="mapping"):
+        steer(tiny_llama, str(tmp_path / "sel"))  # steer() takes vectors, not folders
 
 
 def test_empty_interventions_steer_nothing(tiny_llama: Any, tiny_tokenizer: Any) -> None:
@@ -276,12 +272,10 @@ def test_bad_arguments_raise(tiny_llama: Any, tiny_tokenizer: Any, tmp_path: Any
     v = {0: np.zeros(32, np.float32)}
     with pytest.raises(ValueError, match="positions"):
         steer(tiny_llama, v, positions="last")
-    with pytest.raises(ValueError, match="scale"):
-        steer(tiny_llama, v, scale=float("inf"))
     with pytest.raises(TypeError, match="torch.nn.Module"):
         steer("model", v)
-    with pytest.raises(ValueError, match="lacks"):
-        steer(tiny_llama, tmp_path)  # a folder without a saved selection
+    with pytest.raises(TypeError, match="mapping"):
+        steer(tiny_llama, tmp_path)  # a folder: steer() takes vectors (Selection.load(folder).apply(model))
     right = dict(tiny_tokenizer(PROMPTS, return_tensors="pt", padding=True, padding_side="right"))
     with pytest.raises(ValueError, match="left"), steer(tiny_llama, v):
         _greedy(tiny_llama, right)
@@ -295,10 +289,10 @@ def test_layer_called_outside_the_model_raises(tiny_llama: Any) -> None:
 
 @pytest.mark.model
 def test_embedded_gemma_steering_is_cache_and_batch_invariant(make_tiny_sae: Any) -> None:
-    from corrsteer.embedded import EMBEDDED, locate_parts
-    from corrsteer.generation import generate
     from corrsteer.hooks import capture
+    from corrsteer.method.generation import generate
     from corrsteer.models import load_model
+    from corrsteer.models.embedded import EMBEDDED, locate_parts
 
     try:
         locate_parts(EMBEDDED["gemma-3-270m"])

@@ -1,8 +1,8 @@
-"""Label correlation (corrsteer.labels) and SAE comparison (corrsteer.sae_comparison).
+"""Label correlation (corrsteer.studies.labels) and SAE comparison (corrsteer.studies.sae_comparison).
 
 Tiny random models and SAEs from conftest; every expected value is computed by hand:
 a forward pass per text with ``output_hidden_states``, BOS dropped, the pure-NumPy
-``corrsteer.reference`` encoder, a max/mean over tokens and ``scipy.stats.pearsonr``
+``corrsteer.core.reference`` encoder, a max/mean over tokens and ``scipy.stats.pearsonr``
 against the one-vs-rest label.
 """
 
@@ -16,10 +16,12 @@ import pytest
 import torch
 from scipy import stats
 
-from corrsteer import reference
-from corrsteer.labels import (LabelCorrelations, check_labelled, label_correlations, load_labelled, main_labels,
-                              pool_texts)
-from corrsteer.sae_comparison import compare_saes, main_compare_saes, parse_sae_sets
+from corrsteer.cli import main
+from corrsteer.cli.labels import parse_sae_sets
+from corrsteer.core import reference
+from corrsteer.studies.labelled import check_labelled, load_labelled
+from corrsteer.studies.labels import LabelCorrelations, label_correlations, pool_texts
+from corrsteer.studies.sae_comparison import compare_saes
 
 LABELS3 = ("a", "b", "c")
 
@@ -327,14 +329,13 @@ def test_compare_saes_table(tiny_llama, tiny_tokenizer, make_tiny_sae, tmp_path)
 @pytest.fixture
 def saved_tiny(tiny_llama, tiny_tokenizer, make_tiny_sae, tmp_path):
     """A tiny model folder and two SAE folders on disk, for the command lines."""
-    from corrsteer.sae.formats import save_sae
 
     tiny_llama.save_pretrained(tmp_path / "model")
     tiny_tokenizer.save_pretrained(tmp_path / "model")
     paths = []
     for layer in (1, 2):
         sae = make_tiny_sae(32, 32, "relu", seed=30 + layer, layer=layer)
-        save_sae(sae, tmp_path / f"sae{layer}")
+        (sae).save(tmp_path / f"sae{layer}")
         paths.append(str(tmp_path / f"sae{layer}"))
     rows = [(t, ["pos", "neg"][i % 2], "g") for i, t in enumerate(random_texts(20, seed=14, lo=4))]
     return tmp_path, str(tmp_path / "model"), ",".join(paths), write_csv(tmp_path / "data.csv", rows)
@@ -343,7 +344,7 @@ def saved_tiny(tiny_llama, tiny_tokenizer, make_tiny_sae, tmp_path):
 def test_cli_labels_smoke(saved_tiny, capsys):
     tmp, model, saes, data = saved_tiny
     out = tmp / "out"
-    code = main_labels(["--dataset", data, "--model", model, "--device", "cpu", "--sae", saes, "--n", "16",
+    code = main(["labels", "--dataset", data, "--model", model, "--device", "cpu", "--sae", saes, "--n", "16",
                         "--top-k", "2", "--batch-size", "4", "--out", str(out), "--no-progress"])
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -352,7 +353,7 @@ def test_cli_labels_smoke(saved_tiny, capsys):
     assert (out / "labels.md").read_text().count("| 2 | 2 |") == 2  # layer 2, rank 2, for both labels
     back = LabelCorrelations.load(out)
     assert back.layers == [1, 2] and back.n == 16 and back.meta["sae"] == saes
-    code = main_labels(["--dataset", data, "--model", model, "--sae", saes, "--label-column", "nope",
+    code = main(["labels", "--dataset", data, "--model", model, "--sae", saes, "--label-column", "nope",
                         "--out", str(out), "--no-progress"])
     assert code == 2 and "missing column(s) ['nope']" in capsys.readouterr().err
 
@@ -360,7 +361,7 @@ def test_cli_labels_smoke(saved_tiny, capsys):
 def test_cli_compare_saes_trains_a_text_sae(saved_tiny, capsys):
     tmp, model, saes, data = saved_tiny
     out = tmp / "cmp"
-    code = main_compare_saes(["--dataset", data, "--model", model, "--device", "cpu", "--layers", "1,2",
+    code = main(["compare-saes", "--dataset", data, "--model", model, "--device", "cpu", "--layers", "1,2",
                               "--sae", f"given={saes}", "--sae", "text=train", "--train-d-sae", "16",
                               "--train-k", "4", "--train-tokens", "200", "--train-epochs", "2",
                               "--out", str(out), "--no-progress"])
@@ -370,7 +371,7 @@ def test_cli_compare_saes_trains_a_text_sae(saved_tiny, capsys):
     assert (out / "saes" / "text" / "layer_2").is_dir()
     rows = json.loads((out / "comparison.json").read_text())["rows"]
     assert {(r["label"], r["sae"]) for r in rows} == {(y, s) for y in ("neg", "pos") for s in ("given", "text")}
-    code = main_compare_saes(["--dataset", data, "--model", model, "--sae", "only=default", "--no-progress"])
+    code = main(["compare-saes", "--dataset", data, "--model", model, "--sae", "only=default", "--no-progress"])
     assert code == 2 and "at least two --sae" in capsys.readouterr().err
 
 
@@ -380,9 +381,9 @@ def test_cli_compare_saes_trains_a_text_sae(saved_tiny, capsys):
 @pytest.mark.model
 def test_real_gemma_drops_bos_and_is_padding_invariant():
     """Gemma 3 270M: the tokenizer's BOS is excluded, a text's z is the same alone and in a batch."""
-    from corrsteer.embedded import EMBEDDED, locate_parts
     from corrsteer.errors import CorrsteerError
     from corrsteer.models import load_model
+    from corrsteer.models.embedded import EMBEDDED, locate_parts
 
     try:
         locate_parts(EMBEDDED["gemma-3-270m"])
@@ -394,8 +395,7 @@ def test_real_gemma_drops_bos_and_is_padding_invariant():
     rng = np.random.default_rng(0)
     W_enc = (rng.standard_normal((640, 64)) * 0.05).astype(np.float32)  # (d_in, d_sae)
     sae = corrsteer.SAE(W_enc, np.zeros(64, np.float32), np.ascontiguousarray(W_enc.T), np.zeros(640, np.float32),
-                        architecture="relu")
-    sae.layer = 3
+                        architecture="relu", layer=3)
     texts = load_labelled("emgsd", n=5, seed=0).texts
     batch = pool_texts(model, tok, {3: sae}, texts, batch_size=5)[3]
     alone = pool_texts(model, tok, {3: sae}, [texts[0]])[3]

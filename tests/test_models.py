@@ -14,12 +14,21 @@ from pathlib import Path
 import pytest
 import torch
 
-import corrsteer.embedded as embedded
-import corrsteer.models as models
-from corrsteer.embedded import EmbeddedModel, assemble, cache_dir, converted_dir, embedded_gguf
+import corrsteer.models.embedded as embedded
+import corrsteer.models.loading as models
 from corrsteer.errors import CorrsteerError
-from corrsteer.models import (d_model, find_layers, load_model, model_id, n_layers, register_layers,
-                              resolve_device, resolve_dtype, unregister_layers)
+from corrsteer.models import (
+    d_model,
+    find_layers,
+    load_model,
+    model_id,
+    n_layers,
+    register_layers,
+    resolve_device,
+    resolve_dtype,
+    unregister_layers,
+)
+from corrsteer.models.embedded import EmbeddedModel, assemble, cache_dir, converted_dir, embedded_gguf
 
 transformers = pytest.importorskip("transformers")
 
@@ -54,7 +63,8 @@ def _tiny(kind: str, seed: int = 0) -> torch.nn.Module:
 
 
 def _tiny_tokenizer(pad: bool = False):
-    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers import models as tok_models
 
     words = ["<unk>", "<eos>", "<bos>", "<pad>"] + [f"w{i}" for i in range(60)]
     vocab = {w: i for i, w in enumerate(words)}
@@ -350,19 +360,21 @@ def test_load_model_rejects_folders_without_config_and_bad_types(tmp_path):
 
 
 def test_hub_id_offline_fails_fast_with_local_path_hint(monkeypatch):
-    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(CorrsteerError, match=r"hub is unreachable.*load_model\('DIR'\)"):
         load_model("corrsteer-test-org/no-such-model", device="cpu")
 
 
 def test_hub_probe_honours_offline_env_and_endpoint(monkeypatch):
+    from corrsteer.storage.hub import hub_reachable
+
     for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert models._hub_reachable() is False
+    assert hub_reachable() is False
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused at once
-    assert models._hub_reachable(timeout=1.0) is False
+    assert hub_reachable(timeout=1.0) is False
 
 
 class _FakeGGUFLoader:

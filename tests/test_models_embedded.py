@@ -17,10 +17,10 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from corrsteer.embedded import EMBEDDED, locate_parts
 from corrsteer.errors import CorrsteerError
 from corrsteer.models import d_model, load_model, model_id, n_layers, sanity_check
-from corrsteer.sanity import greedy_completion
+from corrsteer.models.embedded import EMBEDDED, locate_parts
+from corrsteer.models.sanity import greedy_completion
 
 pytestmark = pytest.mark.model
 

@@ -39,8 +39,8 @@ MAX_OUTPUT_BYTES = 200_000  # stored outputs stay short (two small PNGs at most)
 
 def _require_model_and_data() -> None:
     """Skip (with the reason) when the embedded model or the shared datasets are not installed."""
-    from corrsteer.embedded import EMBEDDED, locate_parts
     from corrsteer.errors import CorrsteerError
+    from corrsteer.models.embedded import EMBEDDED, locate_parts
     from corrsteer.tasks.data import dataset_dir
 
     try:

@@ -7,14 +7,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_collection import ParityTask
 
 from corrsteer.config import RunConfig
-from corrsteer.evaluation import read_generations_jsonl
-from corrsteer.pipeline import Resources, generate_records, load_saes, run, stage_collect, stage_eval, stage_select
-from corrsteer.selection import load_selection
+from corrsteer.method.evaluation import generate_records
+from corrsteer.method.features import Selection
+from corrsteer.pipeline import Resources, run, stage_collect, stage_eval, stage_select
+from corrsteer.report.records import read_generations_jsonl
+from corrsteer.sae.sets import load_saes
 from corrsteer.tasks import get_task
-
-from test_collection import ParityTask
 
 RESULT_KEYS = {"task", "model", "sae", "mode", "seed", "baseline", "steered", "delta", "ci95", "mcnemar_p", "ser",
                "features", "per_category", "metrics", "selection", "timings", "config"}
@@ -43,17 +44,25 @@ def test_run_pruned_end_to_end(tmp_path: Any, tiny_llama: Any, tiny_tokenizer: A
     for f in doc["features"]:
         assert {"layer", "index", "r", "coefficient"} <= set(f)
     assert (tmp_path / "report.md").is_file() and (tmp_path / "figures").is_dir()
-    sel = load_selection(tmp_path / "selection")
+    sel = Selection.load(tmp_path / "selection")
     assert sel.baseline_score is not None and len(sel.candidates) >= 1
-    # pruned keeps a candidate only strictly above the unsteered validation score
-    assert all(c.score > sel.baseline_score for c in sel.candidates if c.kept)
+    assert all(c.score is not None for c in sel.candidates)
+    # the pruned rule, recomputed from the saved scores: per layer the better candidate (ties: positive),
+    # kept iff strictly above the unsteered validation score; the kept ones are exactly what is steered
+    expected = set()
+    for layer in {c.layer for c in sel.candidates}:
+        best = max((c for c in sel.candidates if c.layer == layer), key=lambda c: (c.score, c.sign > 0))
+        if best.score > sel.baseline_score:
+            expected.add((best.layer, best.sign))
+    assert {(c.layer, c.sign) for c in sel.candidates if c.kept} == expected
+    assert sel.layers == sorted(layer for layer, _ in expected)
     recs = read_generations_jsonl(tmp_path / "generations.jsonl")
     assert len(recs) == 24 and {r["condition"] for r in recs} == {"baseline", "steered"}
     base = [r["reward"] for r in recs if r["condition"] == "baseline"]
     assert results["baseline"]["score"] == pytest.approx(np.mean(base))
     # the unsteered test score equals a plain generation pass over the same samples
-    res = Resources(tiny_llama, tiny_tokenizer, task, saes)
-    plain = generate_records(res, task.samples("test", 12, seed=0), batch_size=6, progress=False)
+    plain = generate_records(tiny_llama, tiny_tokenizer, task, task.samples("test", 12, seed=0), batch_size=6,
+                             progress=False)
     assert [r["completion"] for r in plain] == [r["completion"] for r in recs if r["condition"] == "baseline"]
     assert set(results["correlations"]) == {"0", "1", "2"}
 
@@ -64,16 +73,16 @@ def test_steered_condition_really_steers(tmp_path: Any, tiny_llama: Any, tiny_to
     results = run(small_cfg(tmp_path, mode="all", scale=40.0), model=tiny_llama, tokenizer=tiny_tokenizer,
                   task=task, saes=saes)
     assert results["features"], "the tiny collection should give positive features"
-    sel = load_selection(tmp_path / "selection")
-    assert all(f.sign == 1 and f.coefficient == pytest.approx(40.0 * f.mean_pos) for f in sel.features)
+    sel = Selection.load(tmp_path / "selection")
+    assert sel.scale == 40.0 and sel.features
+    assert all(f.sign == 1 and f.coefficient == f.mean_pos for f in sel.features)  # the scale is applied once, later
     recs = read_generations_jsonl(tmp_path / "generations.jsonl")
     base = [r["completion"] for r in recs if r["condition"] == "baseline"]
     steered = [r["completion"] for r in recs if r["condition"] == "steered"]
     assert base != steered
-    # steer() accepts the saved selection folder and reproduces the steered condition
-    res = Resources(tiny_llama, tiny_tokenizer, task, saes)
-    again = generate_records(res, task.samples("test", 12, seed=0), str(tmp_path / "selection"), batch_size=6,
-                             progress=False)
+    # the saved selection, loaded without its SAEs, reproduces the steered condition
+    again = generate_records(tiny_llama, tiny_tokenizer, task, task.samples("test", 12, seed=0),
+                             sel.interventions(), batch_size=6, progress=False)
     assert [r["completion"] for r in again] == steered
     pos, neg = results["pos"], results["neg"]
     b = [r["reward"] for r in recs if r["condition"] == "baseline"]
@@ -122,9 +131,8 @@ def test_select_stage_refuses_other_layers(tmp_path: Any, tiny_llama: Any, tiny_
 
 def test_load_saes_from_paths(tmp_path: Any, tiny_llama: Any, tiny_tokenizer: Any, saes: dict[int, Any],
                               make_tiny_sae: Any) -> None:
-    from corrsteer.sae.formats import save_sae
 
-    paths = [str(save_sae(saes[l], tmp_path / f"sae{l}")) for l in (0, 2)]
+    paths = [str((saes[l]).save(tmp_path / f"sae{l}")) for l in (0, 2)]
     got = load_saes(",".join(paths), tiny_llama, tiny_tokenizer)
     assert sorted(got) == [0, 2]
     np.testing.assert_array_equal(got[2].W_dec, saes[2].W_dec)
@@ -136,13 +144,13 @@ def test_load_saes_from_paths(tmp_path: Any, tiny_llama: Any, tiny_tokenizer: An
     with pytest.raises(ValueError, match="two SAEs for layer 0"):
         load_saes(f"{paths[0]},{paths[0]}", tiny_llama, tiny_tokenizer)
     anonymous = make_tiny_sae(32, 16, seed=3, layer=None)
-    p = str(save_sae(anonymous, tmp_path / "anon"))
+    p = str((anonymous).save(tmp_path / "anon"))
     with pytest.raises(ValueError, match="does not say which layer"):
         load_saes(p, tiny_llama, tiny_tokenizer)
     assert sorted(load_saes(p, tiny_llama, tiny_tokenizer, layers=(1,))) == [1]
     wide = make_tiny_sae(16, 8, seed=4, layer=1)
     with pytest.raises(ValueError, match="d_in=16"):
-        load_saes(str(save_sae(wide, tmp_path / "wide")), tiny_llama, tiny_tokenizer)
+        load_saes(str((wide).save(tmp_path / "wide")), tiny_llama, tiny_tokenizer)
 
 
 @pytest.mark.parametrize("method", ["diff-in-means", "random"])
@@ -152,14 +160,14 @@ def test_run_with_a_control_method_steers_and_round_trips(tmp_path: Any, tiny_ll
     results = run(small_cfg(tmp_path, mode="all", method=method, scale=20.0), model=tiny_llama,
                   tokenizer=tiny_tokenizer, task=task, saes=saes)
     assert results["method"] == method and results["steered_layers"]
-    sel = load_selection(tmp_path / "selection")
-    assert sel.method == method and sorted(sel.vectors) == results["steered_layers"]
+    sel = Selection.load(tmp_path / "selection")
+    assert sel.method == method and sel.layers == results["steered_layers"]
     assert (sel.features == []) == (method == "diff-in-means")
     recs = read_generations_jsonl(tmp_path / "generations.jsonl")
     base = [r["completion"] for r in recs if r["condition"] == "baseline"]
     assert base != [r["completion"] for r in recs if r["condition"] == "steered"]
     if method == "diff-in-means":
-        from corrsteer.collection import load_collection
+        from corrsteer.method.collection import load_collection
 
         assert load_collection(tmp_path).controls is not None  # collected in the same pass
     assert RunConfig(task="t", method=method).out_dir() == f"runs/t-all-{method}-seed0"

@@ -1,4 +1,4 @@
-"""Tests for corrsteer.report and corrsteer.figures: files, numbers, valid PNGs, plot kinds."""
+"""Tests for corrsteer.report and corrsteer.report.figures: files, numbers, valid PNGs, plot kinds."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from matplotlib.collections import LineCollection
 
-from corrsteer import figures
-from corrsteer.evaluation import compare, compare_table, verdict
-from corrsteer.report import write_comparison_report, write_report
+from corrsteer.method.statistics import compare
+from corrsteer.report import figures
+from corrsteer.report.markdown import write_comparison_report, write_report
+from corrsteer.report.tables import compare_table, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 CATS = ["Age", "Gender_identity", "Race_ethnicity", "SES"]
@@ -186,7 +187,7 @@ def test_write_comparison_report(tmp_path):
 def test_reports_never_use_pyplot_or_show(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(_results()))
     code = (
-        "import sys, json; from corrsteer.report import write_report; "
+        "import sys, json; from corrsteer.report.markdown import write_report; "
         f"res = json.load(open({str(tmp_path / 'results.json')!r})); "
         f"write_report({str(tmp_path)!r}, res); "
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; "

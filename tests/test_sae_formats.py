@@ -11,10 +11,10 @@ import pytest
 from safetensors.numpy import save_file
 
 import corrsteer
-from corrsteer import reference
+from corrsteer.core import reference
 from corrsteer.errors import CorrsteerError
-from corrsteer.sae.formats import (hook_name_for, load_sae, load_sae_from_hub, parse_hook_name,
-                                   read_safetensors, save_sae)
+from corrsteer.sae.hook_names import hook_name_for, parse_hook_name
+from corrsteer.storage.safetensors import read_tensors as read_safetensors
 
 D_IN, D_SAE = 12, 20
 
@@ -70,7 +70,7 @@ V6_JUMPRELU = {"architecture": "jumprelu", "d_in": D_IN, "d_sae": D_SAE, "dtype"
 
 def test_gemma_scope_1_layer_site_and_weights_from_path(tmp_path):
     w = weights()
-    sae = load_sae(write_gs1(tmp_path, w, layer=7))
+    sae = corrsteer.SAE.load(write_gs1(tmp_path, w, layer=7))
     assert (sae.layer, sae.site, sae.hook_name) == (7, "resid_post", "blocks.7.hook_resid_post")
     assert sae.architecture == "jumprelu" and (sae.d_in, sae.d_sae) == (D_IN, D_SAE)
     for k in w:
@@ -80,8 +80,8 @@ def test_gemma_scope_1_layer_site_and_weights_from_path(tmp_path):
 
 def test_gemma_scope_1_lowercase_keys_and_file_path_load_the_same(tmp_path):
     w = weights()
-    a = load_sae(write_gs1(tmp_path / "a", w))
-    b = load_sae(write_gs1(tmp_path / "b", w, lower=True) / "params.npz")
+    a = corrsteer.SAE.load(write_gs1(tmp_path / "a", w))
+    b = corrsteer.SAE.load(write_gs1(tmp_path / "b", w, lower=True) / "params.npz")
     np.testing.assert_array_equal(a.W_enc, b.W_enc)
     np.testing.assert_array_equal(a.threshold, b.threshold)
 
@@ -90,19 +90,19 @@ def test_gemma_scope_1_layer_argument_fills_and_checks_the_layer(tmp_path):
     d = tmp_path / "plain"
     d.mkdir()
     np.savez(d / "params.npz", **weights())
-    assert load_sae(d).layer is None
-    sae = load_sae(d, layer=3)
+    assert corrsteer.SAE.load(d).layer is None
+    sae = corrsteer.SAE.load(d, layer=3)
     assert (sae.layer, sae.hook_name) == (3, "blocks.3.hook_resid_post")
     with pytest.raises(ValueError, match="layer 7"):
-        load_sae(write_gs1(tmp_path, weights(), layer=7), layer=3)
+        corrsteer.SAE.load(write_gs1(tmp_path, weights(), layer=7), layer=3)
 
 
 def test_gemma_scope_2_reads_hook_from_config_and_encodes_like_gemma_scope_1(tmp_path):
     w = weights()
-    gs2 = load_sae(write_gs2(tmp_path / "g2", w))
-    gs1 = load_sae(write_gs1(tmp_path / "g1", w))
+    gs2 = corrsteer.SAE.load(write_gs2(tmp_path / "g2", w))
+    gs1 = corrsteer.SAE.load(write_gs1(tmp_path / "g1", w))
     assert (gs2.layer, gs2.site, gs2.hook_name) == (4, "resid_post", "blocks.4.hook_resid_post")
-    assert gs2.meta["model_name"] == "google/gemma-3-270m-pt"
+    assert gs2.model_name == "google/gemma-3-270m-pt"
     x = x_batch()
     np.testing.assert_array_equal(gs2.encode(x), gs1.encode(x))
     np.testing.assert_allclose(gs2.encode(x), reference.sae_encode(w | {"architecture": "jumprelu"},
@@ -110,9 +110,9 @@ def test_gemma_scope_2_reads_hook_from_config_and_encodes_like_gemma_scope_1(tmp
 
 
 def test_gemma_scope_2_input_hook_is_resid_pre_and_missing_config_uses_folder_name(tmp_path):
-    sae = load_sae(write_gs2(tmp_path / "a", weights(), hook="model.layers.2.input"))
+    sae = corrsteer.SAE.load(write_gs2(tmp_path / "a", weights(), hook="model.layers.2.input"))
     assert (sae.layer, sae.site) == (2, "resid_pre")
-    sae = load_sae(write_gs2(tmp_path / "b", weights(), hook=None))
+    sae = corrsteer.SAE.load(write_gs2(tmp_path / "b", weights(), hook=None))
     assert (sae.layer, sae.site) == (4, "resid_post")
 
 
@@ -120,14 +120,14 @@ def test_gemma_scope_2_input_hook_is_resid_pre_and_missing_config_uses_folder_na
                                    {"hf_hook_point_out": "model.layers.4.post_feedforward_layernorm.output"}])
 def test_gemma_scope_2_transcoders_are_refused(tmp_path, extra):
     with pytest.raises(CorrsteerError, match="config.json"):
-        load_sae(write_gs2(tmp_path, weights(), **extra))
+        corrsteer.SAE.load(write_gs2(tmp_path, weights(), **extra))
 
 
 def test_saelens_v6_config_with_metadata_hook(tmp_path):
     w = weights()
-    sae = load_sae(write_saelens(tmp_path, w, V6_JUMPRELU))
+    sae = corrsteer.SAE.load(write_saelens(tmp_path, w, V6_JUMPRELU))
     assert (sae.layer, sae.site, sae.hook_name) == (5, "resid_post", "blocks.5.hook_resid_post")
-    assert sae.meta["model_name"] == "gemma-2-2b" and sae.meta["format"] == "saelens"
+    assert sae.model_name == "gemma-2-2b" and sae.meta["format"] == "saelens"
     np.testing.assert_array_equal(sae.threshold, w["threshold"])
 
 
@@ -137,7 +137,7 @@ def test_saelens_pre_6_topk_config_and_default_apply_b_dec(tmp_path):
     cfg = {"d_in": D_IN, "d_sae": D_SAE, "hook_point": "blocks.8.hook_resid_pre",
            "hook_point_layer": 8, "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 4},
            "normalize_activations": False, "model_name": "gpt2"}
-    sae = load_sae(write_saelens(tmp_path, w, cfg))
+    sae = corrsteer.SAE.load(write_saelens(tmp_path, w, cfg))
     assert sae.architecture == "topk" and sae.k == 4
     assert sae.apply_b_dec_to_input is True  # SAELens < 6 defaulted it to True
     assert (sae.layer, sae.site) == (8, "resid_pre")
@@ -149,10 +149,10 @@ def test_saelens_pre_6_topk_config_and_default_apply_b_dec(tmp_path):
 def test_saelens_standard_is_relu_and_log_threshold_is_exponentiated(tmp_path):
     w = weights()
     w.pop("threshold")
-    sae = load_sae(write_saelens(tmp_path, w, dict(V6_JUMPRELU, architecture="standard"), "std"))
+    sae = corrsteer.SAE.load(write_saelens(tmp_path, w, dict(V6_JUMPRELU, architecture="standard"), "std"))
     assert sae.architecture == "relu" and sae.threshold is None
     w["log_threshold"] = np.log(weights()["threshold"])
-    sae = load_sae(write_saelens(tmp_path, w, V6_JUMPRELU, "logt"))
+    sae = corrsteer.SAE.load(write_saelens(tmp_path, w, V6_JUMPRELU, "logt"))
     np.testing.assert_allclose(sae.threshold, weights()["threshold"], rtol=1e-6)
 
 
@@ -161,7 +161,7 @@ def test_saelens_rescale_acts_by_decoder_norm_is_folded_exactly(tmp_path):
     w.pop("threshold")
     w["W_dec"] *= np.linspace(0.5, 2.0, D_SAE, dtype=np.float32)[:, None]
     cfg = dict(V6_JUMPRELU, architecture="topk", k=5, rescale_acts_by_decoder_norm=True)
-    sae = load_sae(write_saelens(tmp_path, w, cfg))
+    sae = corrsteer.SAE.load(write_saelens(tmp_path, w, cfg))
     x = x_batch()
     norms = np.linalg.norm(w["W_dec"].astype(np.float64), axis=1)
     pre = (x @ w["W_enc"] + w["b_enc"]) * norms           # SAELens encode
@@ -183,34 +183,34 @@ def test_saelens_rescale_acts_by_decoder_norm_is_folded_exactly(tmp_path):
 ])
 def test_saelens_options_that_change_the_math_are_refused(tmp_path, field, value, match):
     with pytest.raises(CorrsteerError, match=match) as info:
-        load_sae(write_saelens(tmp_path, weights(), dict(V6_JUMPRELU, **{field: value})))
+        corrsteer.SAE.load(write_saelens(tmp_path, weights(), dict(V6_JUMPRELU, **{field: value})))
     assert "cfg.json" in str(info.value)
 
 
 def test_saelens_attention_hook_z_is_refused(tmp_path):
     cfg = dict(V6_JUMPRELU, metadata={"hook_name": "blocks.3.attn.hook_z"})
     with pytest.raises(CorrsteerError, match="hook_z"):
-        load_sae(write_saelens(tmp_path, weights(), cfg))
+        corrsteer.SAE.load(write_saelens(tmp_path, weights(), cfg))
 
 
 def test_save_load_round_trip_keeps_weights_hook_and_meta(tmp_path):
     w = weights()
-    sae = corrsteer.SAE(w["W_enc"], w["b_enc"], w["W_dec"], w["b_dec"], architecture="topk", k=6)
-    sae.layer, sae.site, sae.hook_name = 9, "resid_post", "blocks.9.hook_resid_post"
-    sae.meta = {"model_name": "tiny", "metrics": {"explained_variance": 0.81, "l0": 6.0}}
-    out = save_sae(sae, tmp_path / "ours")
+    sae = corrsteer.SAE(w["W_enc"], w["b_enc"], w["W_dec"], w["b_dec"], architecture="topk", k=6,
+                        hook_name="blocks.9.hook_resid_post", model_name="tiny",
+                        meta={"metrics": {"explained_variance": 0.81, "l0": 6.0}})
+    out = (sae).save(tmp_path / "ours")
     cfg = json.loads((out / "cfg.json").read_text())
     assert (cfg["architecture"], cfg["k"], cfg["hook_name"], cfg["hook_layer"]) == \
         ("topk", 6, "blocks.9.hook_resid_post", 9)
     assert cfg["corrsteer"]["metrics"]["explained_variance"] == 0.81
-    back = load_sae(out)
+    back = corrsteer.SAE.load(out)
     x = x_batch()
     np.testing.assert_array_equal(back.encode(x), sae.encode(x))
     assert (back.layer, back.k, back.meta["format"]) == (9, 6, "corrsteer")
-    assert back.meta["metrics"]["l0"] == 6.0 and back.meta["model_name"] == "tiny"
-    save_sae(back, out)  # overwrite in place
+    assert back.meta["metrics"]["l0"] == 6.0 and back.model_name == "tiny"
+    (back).save(out)  # overwrite in place
     with pytest.raises(FileExistsError):
-        save_sae(back, out, overwrite=False)
+        (back).save(out, overwrite=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ours"]  # no temp dirs left
 
 
@@ -219,14 +219,14 @@ def test_sae_load_and_save_methods_delegate_here(tmp_path):
     sae = corrsteer.SAE.load(d)
     assert sae.layer == 4
     sae.save(tmp_path / "copy")
-    np.testing.assert_array_equal(load_sae(tmp_path / "copy").W_enc, sae.W_enc)
+    np.testing.assert_array_equal(corrsteer.SAE.load(tmp_path / "copy").W_enc, sae.W_enc)
 
 
 def test_missing_key_names_file_and_tensor(tmp_path):
     w = weights()
     w.pop("W_dec")
     with pytest.raises(CorrsteerError, match="W_dec") as info:
-        load_sae(write_gs1(tmp_path, w))
+        corrsteer.SAE.load(write_gs1(tmp_path, w))
     assert "params.npz" in str(info.value)
 
 
@@ -234,15 +234,15 @@ def test_wrong_shape_names_file_and_field(tmp_path):
     w = weights()
     w["b_enc"] = w["b_enc"][:-1]
     with pytest.raises(CorrsteerError, match=r"b_enc has shape \(19,\), expected \(20,\)") as info:
-        load_sae(write_saelens(tmp_path, w, V6_JUMPRELU))
+        corrsteer.SAE.load(write_saelens(tmp_path, w, V6_JUMPRELU))
     assert "sae_weights.safetensors" in str(info.value)
 
 
 def test_d_model_mismatch_is_a_value_error_naming_both_widths(tmp_path):
     d = write_gs1(tmp_path, weights())
     with pytest.raises(ValueError, match=f"d_in={D_IN}.*d_model=640"):
-        load_sae(d, d_model=640)
-    assert load_sae(d, d_model=D_IN).d_in == D_IN
+        corrsteer.SAE.load(d, d_model=640)
+    assert corrsteer.SAE.load(d, d_model=D_IN).d_in == D_IN
 
 
 def test_truncated_safetensors_is_reported(tmp_path):
@@ -250,11 +250,11 @@ def test_truncated_safetensors_is_reported(tmp_path):
     f = d / "params.safetensors"
     f.write_bytes(f.read_bytes()[:-100])
     with pytest.raises(CorrsteerError, match="truncated") as info:
-        load_sae(d)
+        corrsteer.SAE.load(d)
     assert "params.safetensors" in str(info.value)
     f.write_bytes(b"\x05\x00")
-    with pytest.raises(CorrsteerError, match="too short"):
-        load_sae(d)
+    with pytest.raises(CorrsteerError, match="params.safetensors: not a readable safetensors file"):
+        corrsteer.SAE.load(d)
 
 
 def test_truncated_npz_and_corrupt_json_are_reported(tmp_path):
@@ -262,23 +262,23 @@ def test_truncated_npz_and_corrupt_json_are_reported(tmp_path):
     f = d / "params.npz"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     with pytest.raises(CorrsteerError, match="truncated or corrupt"):
-        load_sae(d)
+        corrsteer.SAE.load(d)
     d = write_saelens(tmp_path, weights(), V6_JUMPRELU)
     (d / "cfg.json").write_text('{"architecture": "jumprelu", ')
     with pytest.raises(CorrsteerError, match="cfg.json: not valid JSON"):
-        load_sae(d)
+        corrsteer.SAE.load(d)
 
 
 def test_nan_weights_and_missing_paths(tmp_path):
     w = weights()
     w["W_enc"][0, 0] = np.nan
     with pytest.raises(CorrsteerError, match="W_enc.*NaN"):
-        load_sae(write_gs1(tmp_path, w))
+        corrsteer.SAE.load(write_gs1(tmp_path, w))
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_sae(tmp_path / "nowhere")
+        corrsteer.SAE.load(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no SAE found"):
-        load_sae(tmp_path / "empty")
+        corrsteer.SAE.load(tmp_path / "empty")
 
 
 def test_bfloat16_safetensors_are_widened_exactly(tmp_path):
@@ -324,7 +324,7 @@ def test_hub_offline_fails_fast_with_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
     with pytest.raises(CorrsteerError, match="HF_HUB_OFFLINE"):
-        load_sae_from_hub("google/gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82",
+        corrsteer.SAE.from_pretrained("google/gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82",
                           cache_dir=tmp_path)
     assert time.perf_counter() - t0 < 10
 
@@ -335,11 +335,11 @@ def test_hub_unreachable_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setattr(hf.constants, "HF_HUB_OFFLINE", False)
     t0 = time.perf_counter()
     with pytest.raises(CorrsteerError, match="cannot reach"):
-        load_sae_from_hub("gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82",
+        corrsteer.SAE.from_pretrained("gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82",
                           cache_dir=tmp_path, endpoint="http://127.0.0.1:9", timeout=2)
     assert time.perf_counter() - t0 < 10
 
 
 def test_hub_release_names(tmp_path):
     with pytest.raises(ValueError, match="repo id"):
-        load_sae_from_hub("gpt2-small-res-jb", "blocks.8.hook_resid_pre", cache_dir=tmp_path)
+        corrsteer.SAE.from_pretrained("gpt2-small-res-jb", "blocks.8.hook_resid_pre", cache_dir=tmp_path)

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import corrsteer
+from corrsteer.cli import main
 from corrsteer.sae import defaults
-from corrsteer.sae.formats import load_sae, save_sae
 from corrsteer.sae.harvest import harvest, load_texts
-from corrsteer.sae.train import evaluate_sae, fold_to_raw, main_train, train_sae
+from corrsteer.sae.train import evaluate_sae, fold_to_raw, train_sae
 
 
 @pytest.fixture(autouse=True)
@@ -128,9 +128,9 @@ def test_normalisation_is_folded_so_the_sae_works_on_raw_scale():
 
 def test_save_load_round_trip_gives_identical_encodes(tmp_path):
     x, _ = sparse_data(n=3000)
-    sae, m = train_sae(x, d_sae=32, k=4, steps=30, batch_size=256, progress=False)
-    sae.layer, sae.site, sae.hook_name = 2, "resid_post", "blocks.2.hook_resid_post"
-    save_sae(sae, tmp_path / "sae")
+    sae, m = train_sae(x, d_sae=32, k=4, steps=30, batch_size=256, progress=False, layer=2)
+    assert sae.hook_name == "blocks.2.hook_resid_post"
+    (sae).save(tmp_path / "sae")
     back = corrsteer.SAE.load(tmp_path / "sae")
     np.testing.assert_array_equal(back.encode(x[:200]), sae.encode(x[:200]))
     cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
@@ -272,8 +272,8 @@ def test_dataset_texts_reads_each_shared_dataset(tmp_path):
 
 
 def test_main_train_rejects_bad_layers(capsys):
-    assert main_train(["--layers", "a,b"]) == 2
-    assert "--layers" in capsys.readouterr().out
+    assert main(["train-sae", "--layers", "a,b"]) == 2
+    assert "--layers 'a,b' is not a list of layer indices" in capsys.readouterr().err
 
 
 @pytest.mark.model
@@ -289,8 +289,8 @@ def test_small_sae_on_the_embedded_model(tmp_path):
     sae, m = train_sae(acts[6], d_sae=256, k=16, epochs=20, batch_size=256, lr=2e-3,
                        progress=False)
     assert m["explained_variance"] > 0.5, m
-    save_sae(sae, tmp_path / "s")
-    assert load_sae(tmp_path / "s", d_model=640).d_sae == 256
+    (sae).save(tmp_path / "s")
+    assert corrsteer.SAE.load(tmp_path / "s", d_model=640).d_sae == 256
 
 
 def test_degenerate_sae_is_warned(caplog):

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from corrsteer.selection import (SELECTION_JSON, VECTORS_FILE, Selection, load_selection, save_selection, select,
-                                 top_features)
+from corrsteer.method.features import SELECTION_JSON, VECTORS_FILE, Selection
+from corrsteer.method.selection import select, top_features
 
 D = 6  # d_sae == d_in so that W_dec = I and a vector names its feature
 
@@ -28,6 +28,15 @@ class FakeAcc:
 
     def coefficient(self) -> np.ndarray:
         return self.c.copy()
+
+    def top(self, k: int, sign: str = "positive") -> np.ndarray:
+        """The C core's contract (CorrelationAccumulator.top): largest r > 0 or smallest r < 0, ties to the
+        lower index; coefficient = c (mean_pos)."""
+        order = np.argsort(-self.r if sign == "positive" else self.r, kind="stable")
+        order = order[(self.r[order] > 0) if sign == "positive" else (self.r[order] < 0)][:k]
+        out = np.zeros(len(order), dtype=[("index", np.int64), ("r", np.float64), ("coefficient", np.float64)])
+        out["index"], out["r"], out["coefficient"] = order, self.r[order], self.c[order]
+        return out
 
 
 def eye_saes(layers: list[int], scale: float = 1.0) -> dict[int, SimpleNamespace]:
@@ -67,9 +76,9 @@ ACCS = {
 
 def test_top_features_order_ties_and_signs() -> None:
     acc = FakeAcc([0.2, 0.5, -0.1, 0.5, -0.7, 0.0], c=[1, 2, 3, 4, 5, 6])
-    pos = top_features(acc, +1, 3, layer=4, scale=2.0)
+    pos = top_features(acc, +1, 3, layer=4)
     assert [f.index for f in pos] == [1, 3, 0]
-    assert [f.coefficient for f in pos] == [4.0, 8.0, 2.0]
+    assert [f.coefficient for f in pos] == [2.0, 4.0, 1.0]
     assert all(f.layer == 4 and f.sign == 1 for f in pos)
     neg = top_features(acc, -1, 5, layer=4)
     assert [f.index for f in neg] == [4, 2]          # only r < 0; zero is neither sign
@@ -86,7 +95,7 @@ def test_negative_feature_gets_minus_abs_coefficient_even_if_c_negative() -> Non
 def test_single_takes_largest_r_over_layers_lower_layer_on_tie() -> None:
     sel = select(ACCS, eye_saes([0, 1, 2]), "single")
     assert [(f.layer, f.index, f.r) for f in sel.features] == [(1, 2, 0.6)]
-    np.testing.assert_array_equal(sel.vectors[1], 3.0 * np.eye(D, dtype=np.float32)[2])
+    np.testing.assert_array_equal(sel.vectors()[1], 3.0 * np.eye(D, dtype=np.float32)[2])
     tie = {3: FakeAcc([0.0, 0.5]), 1: FakeAcc([0.5, 0.0])}
     sel = select(tie, {l: SimpleNamespace(W_dec=np.eye(2, dtype=np.float32)) for l in tie}, "single")
     assert [(f.layer, f.index) for f in sel.features] == [(1, 0)]
@@ -98,14 +107,14 @@ def test_all_steers_every_layers_positive_and_skips_layers_without_one() -> None
     assert [(f.layer, f.index) for f in sel.features] == [(0, 1), (1, 2)]
     assert decode(sel.interventions()) == {(0, 1, 1), (1, 2, 1)}
     # vector = scale * c * W_dec[i] = 0.5 * 2 * (2 * e_1)
-    np.testing.assert_allclose(sel.vectors[0], 2.0 * np.eye(D)[1])
+    np.testing.assert_allclose(sel.vectors()[0], 2.0 * np.eye(D)[1])
     assert sel.baseline_score is None and all(c.score is None for c in sel.candidates)
 
 
 def test_top_k_candidate_steers_k_features_together() -> None:
     sel = select(ACCS, eye_saes([0, 1, 2]), "all", top_k=2)
     assert decode(sel.interventions()) == {(0, 1, 1), (0, 4, 1), (1, 2, 1), (1, 3, 1)}
-    np.testing.assert_allclose(sel.vectors[0], 2.0 * np.eye(D)[1] + 5.0 * np.eye(D)[4])
+    np.testing.assert_allclose(sel.vectors()[0], 2.0 * np.eye(D)[1] + 5.0 * np.eye(D)[4])
 
 
 def test_global_validates_each_candidate_once_and_baseline_once() -> None:
@@ -140,16 +149,16 @@ def test_pruned_keeps_only_strictly_better_layers_and_prefers_positive_on_tie() 
 
 def test_pruned_keeps_nothing_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     table = {(0, 1): 0.5, (0, -1): 0.4, (1, 1): 0.3, (1, -1): 0.5, (2, -1): 0.1}
-    with caplog.at_level(logging.WARNING, logger="corrsteer.selection"):
+    with caplog.at_level(logging.WARNING, logger="corrsteer.method.selection"):
         sel = select(ACCS, eye_saes([0, 1, 2]), "pruned", validate=FakeValidator(0.5, table))
-    assert sel.features == [] and sel.vectors == {} and sel.interventions() == []
+    assert sel.features == [] and sel.vectors() == {} and sel.interventions() == []
     assert "nothing kept" in sel.note and "nothing kept" in caplog.text
     assert not any(c.kept for c in sel.candidates)
 
 
 def test_degenerate_rewards_give_no_candidate(caplog: pytest.LogCaptureFixture) -> None:
     accs = {0: FakeAcc([0.0, 0.0], n=4, n_pos=4)}
-    with caplog.at_level(logging.WARNING, logger="corrsteer.selection"):
+    with caplog.at_level(logging.WARNING, logger="corrsteer.method.selection"):
         sel = select(accs, {0: SimpleNamespace(W_dec=np.eye(2, dtype=np.float32))}, "all")
     assert sel.features == [] and "steering nothing" in sel.note
     assert "every correlation is 0" in caplog.text
@@ -160,14 +169,14 @@ def test_degenerate_rewards_give_no_candidate(caplog: pytest.LogCaptureFixture) 
 def test_tiny_reward_class_is_warned(caplog: pytest.LogCaptureFixture, n_pos: int, warned: bool) -> None:
     # SmolLM2 on HarmBench refused 1 of 116 training prompts: r then rests on one sample
     accs = {0: FakeAcc([0.3, -0.2], n=116, n_pos=n_pos), 3: FakeAcc([0.1, 0.2], n=116, n_pos=n_pos)}
-    with caplog.at_level(logging.WARNING, logger="corrsteer.selection"):
+    with caplog.at_level(logging.WARNING, logger="corrsteer.method.selection"):
         select(accs, {l: SimpleNamespace(W_dec=np.eye(2, dtype=np.float32)) for l in accs}, "all")
     assert caplog.text.count("close to arbitrary") == int(warned)  # once, not per layer
     if warned:
         assert f"only {min(n_pos, 116 - n_pos)} of the 116 collection samples are" in caplog.text
 
 def test_select_with_real_accumulator_finds_the_reward_feature() -> None:
-    from corrsteer.reference import CorrelationAccumulator
+    from corrsteer.core.reference import CorrelationAccumulator
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
@@ -181,7 +190,7 @@ def test_select_with_real_accumulator_finds_the_reward_feature() -> None:
     (f,) = sel.features
     assert (f.layer, f.index) == (3, 5)
     assert f.coefficient == pytest.approx(z[y == 1, 5].mean(), rel=1e-6)
-    np.testing.assert_allclose(sel.vectors[3], f.coefficient * W_dec[5], rtol=1e-6)
+    np.testing.assert_allclose(sel.vectors()[3], f.coefficient * W_dec[5], rtol=1e-6)
     # pruned: the negative candidate (feature 2, subtracted) validates better than the positive one
     def validate(iv: list[tuple[int, np.ndarray]]) -> float:
         if not iv:
@@ -227,12 +236,12 @@ def test_save_load_round_trip(tmp_path) -> None:
     table = {(0, 1): 0.7, (0, -1): 0.4, (1, 1): 0.3, (1, -1): 0.6, (2, -1): 0.1}
     sel = select(ACCS, eye_saes([0, 1, 2]), "pruned", validate=FakeValidator(0.5, table), scale=1.5)
     sel.meta["task"] = "t"
-    save_selection(sel, tmp_path / "sel")
-    back = load_selection(tmp_path / "sel")
+    sel.save(tmp_path / "sel")
+    back = Selection.load(tmp_path / "sel")
     assert isinstance(back, Selection)
     assert back.to_dict() == sel.to_dict()
-    assert [l for l, _ in back.interventions()] == [0, 1]
-    for (la, va), (lb, vb) in zip(sel.interventions(), back.interventions()):
+    assert [layer for layer, *_ in back.interventions()] == [0, 1]
+    for (la, va, _), (lb, vb, _) in zip(sel.interventions(), back.interventions()):
         assert la == lb and va.dtype == vb.dtype == np.float32
         np.testing.assert_array_equal(va, vb)
     doc = json.loads((tmp_path / "sel" / SELECTION_JSON).read_text())
@@ -243,47 +252,49 @@ def test_save_load_round_trip(tmp_path) -> None:
 def test_save_load_empty_selection(tmp_path) -> None:
     sel = select({0: FakeAcc([0.0, 0.0], n=4, n_pos=0)}, {0: SimpleNamespace(W_dec=np.eye(2, dtype=np.float32))},
                  "all")
-    back = load_selection(save_selection(sel, tmp_path))
+    back = Selection.load(sel.save(tmp_path))
     assert back.features == [] and back.interventions() == []
 
 
 def test_load_selection_rejects_missing_and_mismatched_files(tmp_path) -> None:
     with pytest.raises(ValueError, match="lacks selection.json, vectors.safetensors"):
-        load_selection(tmp_path / "nowhere")
+        Selection.load(tmp_path / "nowhere")
     sel = select(ACCS, eye_saes([0, 1, 2]), "all")
-    save_selection(sel, tmp_path)
+    sel.save(tmp_path)
     (tmp_path / VECTORS_FILE).unlink()
     with pytest.raises(ValueError, match="lacks vectors.safetensors"):
-        load_selection(tmp_path)
-    save_selection(select(ACCS, eye_saes([0, 1, 2]), "single"), tmp_path / "other")
+        Selection.load(tmp_path)
+    select(ACCS, eye_saes([0, 1, 2]), "single").save(tmp_path / "other")
     (tmp_path / "other" / VECTORS_FILE).rename(tmp_path / VECTORS_FILE)
     with pytest.raises(ValueError, match="do not belong together"):
-        load_selection(tmp_path)
+        Selection.load(tmp_path)
     (tmp_path / SELECTION_JSON).write_text("{not json")
     with pytest.raises(ValueError, match="malformed"):
-        load_selection(tmp_path)
+        Selection.load(tmp_path)
     (tmp_path / SELECTION_JSON).write_text(json.dumps({"mode": "all"}))
     with pytest.raises(ValueError, match="malformed"):
-        load_selection(tmp_path)
+        Selection.load(tmp_path)
 
 
 def test_sae_site_travels_with_the_vector(tmp_path) -> None:
     saes = eye_saes([0, 1, 2])
-    saes[1].site = "mlp_out"
+    saes[1].site = "resid_pre"
     v = FakeValidator(0.5, {(0, 1): 0.6, (0, -1): 0.4, (1, 1): 0.7, (1, -1): 0.4, (2, -1): 0.4})
     calls: list = []
     sel = select(ACCS, saes, "pruned", validate=lambda iv: calls.append(iv) or v(iv))
-    assert [iv[0][2] if len(iv[0]) == 3 else "resid_post" for iv in calls[1:]] == \
-        ["resid_post", "resid_post", "mlp_out", "mlp_out", "resid_post"]
-    assert [(l, len(t)) for l, *t in sel.interventions()] == [(0, 1), (1, 2)]
-    assert sel.interventions()[1][2] == "mlp_out"
-    back = load_selection(save_selection(sel, tmp_path))
-    assert back.sites == {1: "mlp_out"} and back.interventions()[1][2] == "mlp_out"
+    assert [iv[0][2] for iv in calls[1:]] == ["resid_post", "resid_post", "resid_pre", "resid_pre", "resid_post"]
+    assert [layer for layer, *_ in sel.interventions()] == [0, 1]
+    assert sel.interventions()[1][2] == "resid_pre"
+    back = Selection.load(sel.save(tmp_path))
+    assert back.sites == {0: "resid_post", 1: "resid_pre"} and back.interventions()[1][2] == "resid_pre"
+    saes[2].site = "mlp_out"  # capture and steer cannot attach there: refused when the selection is made
+    with pytest.raises(ValueError, match="mlp_out"):
+        select({2: FakeAcc([0.5, 0.0, 0.0, 0.0, 0.0, 0.0])}, saes, "all")
 
 
 def test_load_selection_rejects_a_corrupt_vectors_file(tmp_path) -> None:
-    save_selection(select(ACCS, eye_saes([0, 1, 2]), "all"), tmp_path)
+    select(ACCS, eye_saes([0, 1, 2]), "all").save(tmp_path)
     data = (tmp_path / VECTORS_FILE).read_bytes()
     (tmp_path / VECTORS_FILE).write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="not a readable safetensors file"):
-        load_selection(tmp_path)
+        Selection.load(tmp_path)

@@ -1,4 +1,4 @@
-"""``corrsteer.sites.read_sites``: the residual stream at given sites, checked against
+"""``corrsteer.hooks.sites.read_sites``: the residual stream at given sites, checked against
 ``output_hidden_states``, and the forward pass cut short after the deepest site."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from corrsteer.errors import CorrsteerError
-from corrsteer.layers import find_layers
-from corrsteer.sites import read_sites
+from corrsteer.hooks.sites import read_sites
+from corrsteer.models.layers import find_layers
 
 
 def _inputs(tokenizer: Any) -> dict[str, torch.Tensor]:
@@ -52,7 +52,6 @@ def test_read_sites_stops_after_the_deepest_site(tiny_llama: Any, tiny_tokenizer
 
 
 def test_read_sites_names_unreached_sites(tiny_llama: Any, tiny_tokenizer: Any) -> None:
-    layers = find_layers(tiny_llama)
     unrelated = torch.nn.ModuleList([torch.nn.Identity()])  # a "layer" the model never calls
     with pytest.raises(CorrsteerError, match="did not all run"):
         read_sites(tiny_llama, unrelated, [(0, "resid_post")], **_inputs(tiny_tokenizer))

@@ -1,25 +1,19 @@
-"""SAEs: the :class:`SAE` class, plus lazily loaded ``formats`` (load/save), ``hub``, ``train`` and helpers.
+"""Sparse autoencoders: the SAE itself, its files, releases, and training our own.
+
+- :class:`SAE` and its frozen :class:`SAEConfig` (:mod:`~corrsteer.sae.model`);
+- files: :mod:`~corrsteer.sae.formats` (Gemma Scope 1/2, SAELens, ours), releases:
+  :mod:`~corrsteer.sae.hub` (``SAE.from_pretrained``), hook names:
+  :mod:`~corrsteer.sae.hook_names`;
+- training: :mod:`~corrsteer.sae.harvest` (activations), :mod:`~corrsteer.sae.train`
+  (TopK SAEs), :mod:`~corrsteer.sae.defaults` (the cached default set of a model),
+  :mod:`~corrsteer.sae.sets` (``--sae default`` or folders).
+
+Importing this package does not import torch; the training modules do.
 
 Example:
-    >>> from corrsteer.sae import SAE
+    >>> from corrsteer.sae import SAE, SAEConfig
 """
 
-from __future__ import annotations
+from corrsteer.sae.model import SAE, SAEConfig
 
-import importlib
-from typing import Any
-
-from corrsteer.sae.model import SAE
-
-__all__ = ["SAE"]
-_SUBMODULES = {"formats", "train", "model", "defaults", "harvest", "hub", "hook_names", "safetensors_io"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"corrsteer.sae.{name}")
-    raise AttributeError(f"module 'corrsteer.sae' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | _SUBMODULES)
+__all__ = ["SAE", "SAEConfig"]

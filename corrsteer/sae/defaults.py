@@ -38,6 +38,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from corrsteer.models import find_layers, model_id
+from corrsteer.models.embedded import cache_dir as user_cache
+from corrsteer.sae.harvest import harvest, sample_texts
+from corrsteer.sae.model import SAE
+from corrsteer.sae.train import train_sae, warn_if_degenerate
+
 logger = logging.getLogger(__name__)
 
 # Four layers spread over the first two thirds of Gemma 3 270M's 18: each reaches explained
@@ -112,8 +118,6 @@ def dataset_texts(root: Path, n_per_dataset: int, seed: int = 0) -> list[str]:
 def default_texts(model: Any, tokenizer: Any, settings: DefaultSettings,
                   progress: bool = True) -> tuple[list[str], dict[str, Any]]:
     """The default text mix (module docstring) and a description of it for the cache key."""
-    from corrsteer.sae.harvest import sample_texts
-
     texts = sample_texts(model, tokenizer, settings.n_samples, max_new_tokens=settings.sample_tokens,
                          seed=settings.seed, progress=progress) if settings.n_samples else []
     n_model = len(texts)
@@ -131,9 +135,6 @@ def default_texts(model: Any, tokenizer: Any, settings: DefaultSettings,
 def cache_root(model: Any, settings: DefaultSettings, cache_dir: str | os.PathLike | None = None,
                data_available: bool | None = None) -> Path:
     """``<cache>/saes/<model id>/<settings hash>`` for this model and these settings."""
-    from corrsteer.embedded import cache_dir as user_cache
-    from corrsteer.models import model_id
-
     base = Path(cache_dir) if cache_dir is not None else user_cache()
     mid = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id(model))
     key = dict(asdict(settings), trainer=TRAINER_VERSION,
@@ -158,16 +159,9 @@ def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None 
 
     Returns:
         ``{layer: SAE}``; each SAE has ``hook_name = "blocks.{L}.hook_resid_post"``,
-        ``layer``, ``site = "resid_post"`` and ``meta`` with the held-out
-        ``metrics`` (explained variance, L0, dead fraction), ``config``, ``model_name``
-        and ``cache_path``.
+        ``layer``, ``site = "resid_post"``, ``model_name`` and ``meta`` with the held-out
+        ``metrics`` (explained variance, L0, dead fraction), ``config`` and ``cache_path``.
     """
-    from corrsteer.layers import find_layers
-    from corrsteer.models import model_id
-    from corrsteer.sae.formats import load_sae, save_sae
-    from corrsteer.sae.harvest import harvest
-    from corrsteer.sae.train import train_sae, warn_if_degenerate
-
     settings = settings or DefaultSettings()
     if overrides:
         settings = DefaultSettings(**{**asdict(settings), **overrides})
@@ -180,7 +174,7 @@ def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None 
         for l in layers:
             d = root / f"layer_{l}"
             if (d / "cfg.json").is_file():
-                out[l] = load_sae(d)
+                out[l] = SAE.load(d)
                 logger.info("default SAE layer %d: cache hit %s", l, d)
                 if warn_if_degenerate((out[l].meta or {}).get("metrics") or {}, f"the cached default SAE {d}"):
                     logger.warning("delete %s to retrain it with the current harvest", d)
@@ -193,13 +187,11 @@ def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None 
     for l in todo:
         sae, metrics = train_sae(acts.pop(l), settings.d_sae, settings.k, epochs=settings.epochs,
                                  batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
-                                 progress=progress)
-        sae.layer, sae.site, sae.hook_name = l, "resid_post", f"blocks.{l}.hook_resid_post"
-        sae.meta.update({"model_name": model_id(model), "texts": desc,
-                         "default_settings": asdict(settings)})
+                                 progress=progress, layer=l, site="resid_post", model_name=model_id(model))
+        sae.meta.update({"texts": desc, "default_settings": asdict(settings)})
         if root is not None:
             sae.meta["cache_path"] = str(root / f"layer_{l}")
-            save_sae(sae, root / f"layer_{l}")
+            sae.save(root / f"layer_{l}")
         out[l] = sae
         logger.info("default SAE layer %d: EV %.3f L0 %.1f dead %.3f", l,
                     metrics["explained_variance"], metrics["l0"], metrics["dead_fraction"])

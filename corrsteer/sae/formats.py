@@ -26,79 +26,75 @@ refused with an error naming the file and the field (``normalize_activations`` o
 than ``"none"``, ``hook_head_index``, ``hook_z`` reshaping, transcoders). Nothing here
 imports torch.
 
-This module holds :func:`load_sae`, :func:`save_sae`, the three format readers and their
-shared checks. Hook-name parsing (``parse_hook_name``, ``hook_name_for``) is
-:mod:`corrsteer.sae.hook_names`, the safetensors reader and writer
-(``read_safetensors``, ``write_safetensors``) :mod:`corrsteer.sae.safetensors_io` and
-downloading from the Hugging Face hub (``load_sae_from_hub``) :mod:`corrsteer.sae.hub`;
-all of them are still importable from here.
+Config values are read strictly: a boolean must be a JSON boolean (``"false"`` is refused,
+not read as true), an integer must be an integer (``k: 2.9`` is refused, not truncated),
+and two fields that say different things (a ``hook_name`` of layer 3 beside
+``hook_layer: 7``) are refused; every error names the file and the field.
+
+This module reads and writes files only: :func:`read_sae` returns the checked config
+fields and weights, and :class:`corrsteer.SAE` (``SAE.load``, ``sae.save``) builds the
+object. Hook-name parsing is :mod:`corrsteer.sae.hook_names`, safetensors I/O
+:mod:`corrsteer.storage.safetensors`, downloading :mod:`corrsteer.sae.hub`.
 
 Example:
-    >>> from corrsteer.sae.formats import load_sae, save_sae     # doctest: +SKIP
-    >>> sae = load_sae("gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82")
-    >>> sae.layer, sae.site
-    (12, 'resid_post')
+    >>> files = read_sae("gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82")  # doctest: +SKIP
+    >>> files.cfg["layer"], files.cfg["site"], files.weights["W_enc"].shape         # doctest: +SKIP
+    (12, 'resid_post', (2304, 16384))
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 import os
-import re
-import shutil
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from corrsteer.errors import CorrsteerError
-from corrsteer.sae.hook_names import SITES, hook_name_for, parse_hook_name  # noqa: F401 - SITES re-exported
-from corrsteer.sae.safetensors_io import read_safetensors, write_safetensors
+from corrsteer.sae.file_checks import (
+    ARCHITECTURE_NAMES,
+    SAEFiles,
+    check_shapes,
+    flag,
+    integer,
+    read_json,
+    sae_files,
+    take,
+    vector,
+)
+from corrsteer.sae.gemma_scope import GS1_WEIGHTS, GS2_CFG, GS2_WEIGHTS, read_gemma_scope_1, read_gemma_scope_2
+from corrsteer.sae.hook_names import parse_hook_name
+from corrsteer.storage.atomic import replace_dir, write_json
+from corrsteer.storage.jsonable import to_jsonable
+from corrsteer.storage.safetensors import read_tensors, write_tensors
 
-if TYPE_CHECKING:  # at run time: __getattr__ below (corrsteer.sae.hub imports this module)
-    from corrsteer.sae.hub import load_sae_from_hub
+__all__ = ["GS1_WEIGHTS", "GS2_CFG", "GS2_WEIGHTS", "SAELENS_CFG", "SAELENS_WEIGHTS", "SAEFiles", "read_sae",
+           "write_saelens"]
 
 logger = logging.getLogger(__name__)
 
 SAELENS_CFG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
-GS1_WEIGHTS = "params.npz"
-GS2_WEIGHTS = "params.safetensors"
-GS2_CFG = "config.json"
-
-# SAELens `architecture` -> ours. "standard" is the plain ReLU SAE.
-_ARCHITECTURES = {"standard": "relu", "relu": "relu", "jumprelu": "jumprelu",
-                  "jump_relu": "jumprelu", "topk": "topk"}
 
 
-def load_sae(path: str | os.PathLike, *, device: str | None = None, d_model: int | None = None,
-             layer: int | None = None) -> Any:
-    """Load an SAE from a Gemma Scope 1/2, SAELens or corrsteer directory (or one of its files).
+
+def read_sae(path: str | os.PathLike) -> SAEFiles:
+    """Read an SAE from a Gemma Scope 1/2, SAELens or corrsteer folder (or a file inside it).
 
     Args:
-        path: a directory holding one of the layouts in the module docstring, or the
+        path: a folder holding one of the layouts in the module docstring, or the
             weights/config file inside it.
-        device: ``None`` or ``"cpu"``: the SAE's arrays are NumPy; hooks move what
-            they need to the model's device. Any other value is recorded in
-            ``sae.meta["device"]`` for the caller.
-        d_model: the width of the model the SAE will be used with; a different
-            ``d_in`` raises ``ValueError``.
-        layer: the decoder layer the SAE reads, for files whose path and config do
-            not say (Gemma Scope 1 outside its ``layer_N/`` folders). If the file
-            names a layer too, they must agree.
 
     Returns:
-        ``corrsteer.SAE`` with ``hook_name``, ``layer``, ``site`` and ``meta`` set
-        (``meta["format"]``, ``meta["source"]`` and the config's model name).
+        :class:`SAEFiles`; ``cfg`` holds ``d_in``, ``d_sae``, ``architecture``, ``k``,
+        ``apply_b_dec_to_input``, ``hook_name``, ``layer``, ``site``, ``model_name``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist or holds no known layout.
-        CorrsteerError: the files are malformed: a missing key, a wrong shape, a
-            truncated file, an unknown architecture, an unsupported option.
-        ValueError: ``d_model`` or ``layer`` disagree with the file.
+        CorrsteerError: the files are malformed: a missing key, a wrong shape or type, a
+            truncated file, an unknown architecture, an unsupported option, two fields
+            that disagree (the message names the file and the field).
     """
     p = Path(path)
     if not p.exists():
@@ -106,96 +102,68 @@ def load_sae(path: str | os.PathLike, *, device: str | None = None, d_model: int
     root = p if p.is_dir() else p.parent
     names = {p.name} if p.is_file() else {q.name for q in p.iterdir()}
     if SAELENS_WEIGHTS in names or SAELENS_CFG in names:
-        sae = _load_saelens(root)
+        found = _read_saelens(root)
     elif GS2_WEIGHTS in names or GS2_CFG in names:
-        sae = _load_gemma_scope_2(root)
+        found = read_gemma_scope_2(root)
     elif GS1_WEIGHTS in names:
-        sae = _load_gemma_scope_1(root / GS1_WEIGHTS)
+        found = read_gemma_scope_1(root / GS1_WEIGHTS)
     else:
         raise FileNotFoundError(
             f"no SAE found at {str(p)!r}: expected {SAELENS_CFG} + {SAELENS_WEIGHTS} (SAELens, "
             f"corrsteer), {GS2_WEIGHTS} + {GS2_CFG} (Gemma Scope 2) or {GS1_WEIGHTS} (Gemma Scope 1)")
-    if layer is not None:
-        if not isinstance(layer, (int, np.integer)) or isinstance(layer, bool) or layer < 0:
-            raise ValueError(f"layer must be a non-negative int, got {layer!r}")
-        if sae.layer is not None and sae.layer != layer:
-            raise ValueError(f"layer={layer} but {str(root)!r} is an SAE for layer {sae.layer} "
-                             f"({sae.hook_name}); drop the layer= argument or load the right file")
-        sae.layer = int(layer)
-        sae.hook_name = hook_name_for(sae.layer, sae.site)
-    if d_model is not None and sae.d_in != d_model:
-        raise ValueError(f"SAE {str(root)!r} has d_in={sae.d_in} (field W_enc) but the model has "
-                         f"d_model={d_model}; load the SAE trained for this model")
-    if device not in (None, "cpu"):
-        sae.meta["device"] = str(device)
-    return sae
+    found.meta["source"] = str(root)
+    return found
 
 
-def save_sae(sae: Any, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Save an SAE in the SAELens layout (``cfg.json`` + ``sae_weights.safetensors``), atomically.
+def write_saelens(path: str | os.PathLike, cfg: dict[str, Any], weights: dict[str, np.ndarray],
+                  meta: dict[str, Any] | None = None, *, overwrite: bool = True) -> Path:
+    """Write an SAE in the SAELens layout (``cfg.json`` + ``sae_weights.safetensors``), atomically.
 
     The config carries the SAELens fields (``architecture``, ``d_in``, ``d_sae``, ``k``,
     ``hook_name``, ``hook_layer``, ``model_name``, ``apply_b_dec_to_input``,
-    ``normalize_activations="none"``, ``dtype``) so SAELens can read it too, and our
-    ``sae.meta`` (training metrics and settings) under the ``"corrsteer"`` key.
-    The directory is written next to its final place and renamed in one step, so a
-    crash never leaves a half-written SAE behind.
+    ``normalize_activations="none"``, ``dtype``) so SAELens can read it too, and ``meta``
+    (training metrics and settings) under the ``"corrsteer"`` key. The folder is built
+    beside its final place and renamed in one step (:func:`corrsteer.storage.atomic.replace_dir`).
 
     Args:
-        sae: a ``corrsteer.SAE``.
-        path: the directory to create (or replace, when ``overwrite``).
-        overwrite: replace an existing directory; otherwise raise ``FileExistsError``.
+        path: the folder to create (or replace, when ``overwrite``).
+        cfg: the fields of ``corrsteer.SAEConfig``.
+        weights: ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec`` and optionally ``threshold``.
+        meta: free-form metadata stored under ``"corrsteer"``.
+        overwrite: replace an existing folder; otherwise raise ``FileExistsError``.
 
     Returns:
-        The directory written.
+        The folder written.
     """
-    dest = Path(path)
-    if dest.exists() and not overwrite:
-        raise FileExistsError(f"{str(dest)!r} exists; pass overwrite=True to replace it")
-    arch = {"relu": "standard", "jumprelu": "jumprelu", "topk": "topk"}[sae.architecture]
-    cfg: dict[str, Any] = {
-        "architecture": arch, "d_in": int(sae.d_in), "d_sae": int(sae.d_sae), "dtype": "float32",
-        "device": "cpu", "apply_b_dec_to_input": bool(sae.apply_b_dec_to_input),
+    arch = {"relu": "standard", "jumprelu": "jumprelu", "topk": "topk"}[cfg["architecture"]]
+    doc: dict[str, Any] = {
+        "architecture": arch, "d_in": int(cfg["d_in"]), "d_sae": int(cfg["d_sae"]), "dtype": "float32",
+        "device": "cpu", "apply_b_dec_to_input": bool(cfg["apply_b_dec_to_input"]),
         "normalize_activations": "none", "reshape_activations": "none",
-        "hook_name": sae.hook_name, "hook_layer": sae.layer, "hook_head_index": None,
-        "model_name": sae.meta.get("model_name"),
+        "hook_name": cfg.get("hook_name"), "hook_layer": cfg.get("layer"), "hook_head_index": None,
+        "model_name": cfg.get("model_name"),
         "activation_fn_str": "topk" if arch == "topk" else "relu",
-        "corrsteer": _jsonable(dict(sae.meta)),
+        "corrsteer": to_jsonable(dict(meta or {}), fallback=str),
     }
     if arch == "topk":
-        cfg["k"] = int(sae.k)
-        cfg["activation_fn_kwargs"] = {"k": int(sae.k)}
-    tensors = {"W_enc": sae.W_enc, "W_dec": sae.W_dec, "b_enc": sae.b_enc, "b_dec": sae.b_dec}
-    if sae.threshold is not None:
-        tensors["threshold"] = sae.threshold
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        write_safetensors(tmp / SAELENS_WEIGHTS, tensors)
-        (tmp / SAELENS_CFG).write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+        doc["k"] = int(cfg["k"])
+        doc["activation_fn_kwargs"] = {"k": int(cfg["k"])}
+    with replace_dir(path, overwrite=overwrite) as tmp:
+        write_tensors(tmp / SAELENS_WEIGHTS, weights)
+        write_json(tmp / SAELENS_CFG, doc, indent=2, sort_keys=True)
+    return Path(path)
 
 
 # ---------------------------------------------------------------------------------------------
 # per-format readers
 
 
-def _load_saelens(root: Path) -> Any:
+def _read_saelens(root: Path) -> SAEFiles:
     cfg_path, w_path = root / SAELENS_CFG, root / SAELENS_WEIGHTS
-    cfg = _read_json(cfg_path)
+    cfg = read_json(cfg_path)
     meta_cfg = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
 
-    def field(*names: str) -> Any:
+    def get(*names: str) -> Any:
         for n in names:
             if n in cfg and cfg[n] is not None:
                 return cfg[n]
@@ -203,39 +171,40 @@ def _load_saelens(root: Path) -> Any:
                 return meta_cfg[n]
         return None
 
-    arch_raw = field("architecture") or "standard"
-    act_fn = field("activation_fn", "activation_fn_str")
-    kwargs = field("activation_fn_kwargs") or {}
-    k = field("k") if field("k") is not None else kwargs.get("k")
+    arch_raw = get("architecture") or "standard"
+    act_fn = get("activation_fn", "activation_fn_str")
+    kwargs = get("activation_fn_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise CorrsteerError(f"{cfg_path}: field 'activation_fn_kwargs' is {kwargs!r}; it must be an object")
+    k = integer(get("k") if get("k") is not None else kwargs.get("k"), "k", cfg_path)
     if arch_raw == "standard" and act_fn == "topk":
         arch_raw = "topk"
-    if arch_raw not in _ARCHITECTURES:
+    if not isinstance(arch_raw, str) or arch_raw not in ARCHITECTURE_NAMES:
         raise CorrsteerError(f"{cfg_path}: field 'architecture' is {arch_raw!r}; corrsteer supports "
                              f"'standard' (ReLU), 'jumprelu' and 'topk'")
-    arch = _ARCHITECTURES[arch_raw]
+    arch = ARCHITECTURE_NAMES[arch_raw]
     if arch == "relu" and act_fn not in (None, "relu"):
         raise CorrsteerError(f"{cfg_path}: field 'activation_fn' is {act_fn!r}; only 'relu' and "
                              f"'topk' are supported")
-    norm = field("normalize_activations")
+    norm = get("normalize_activations")
     if norm not in (None, False, "none"):
         raise CorrsteerError(
             f"{cfg_path}: field 'normalize_activations' is {norm!r}; the SAE expects rescaled inputs "
             f"that corrsteer does not reproduce. Fold the scaling factor into the weights "
             f"(SAELens: sae.fold_activation_norm_scaling_factor) and set it to 'none'")
-    if field("hook_head_index", "hook_point_head_index") is not None:
+    if get("hook_head_index", "hook_point_head_index") is not None:
         raise CorrsteerError(f"{cfg_path}: field 'hook_head_index' is set; per-head SAEs are not "
                              f"supported (corrsteer reads whole residual-stream sites)")
-    if field("reshape_activations") not in (None, "none"):
+    if get("reshape_activations") not in (None, "none"):
         raise CorrsteerError(f"{cfg_path}: field 'reshape_activations' is "
-                             f"{field('reshape_activations')!r}; only 'none' is supported")
-    if field("hook_name_out") is not None or "transcoder" in str(arch_raw):
+                             f"{get('reshape_activations')!r}; only 'none' is supported")
+    if get("hook_name_out") is not None or "transcoder" in str(arch_raw):
         raise CorrsteerError(f"{cfg_path}: transcoders (hook_name_out) are not supported")
     # SAELens before 6.0 defaulted apply_b_dec_to_input to True when absent.
-    apply_b_dec = field("apply_b_dec_to_input")
-    apply_b_dec = True if apply_b_dec is None else bool(apply_b_dec)
+    apply_b_dec = flag(get("apply_b_dec_to_input"), "apply_b_dec_to_input", cfg_path, default=True)
 
-    w = read_safetensors(w_path)
-    W_enc, W_dec, b_enc, b_dec = (_take(w, n, w_path) for n in ("W_enc", "W_dec", "b_enc", "b_dec"))
+    w = read_tensors(w_path)
+    W_enc, W_dec, b_enc, b_dec = (take(w, n, w_path) for n in ("W_enc", "W_dec", "b_enc", "b_dec"))
     threshold = None
     if arch == "jumprelu":
         if "threshold" in w:
@@ -245,217 +214,39 @@ def _load_saelens(root: Path) -> Any:
         else:
             raise CorrsteerError(f"{w_path}: JumpReLU SAE has neither 'threshold' nor "
                                  f"'log_threshold'")
-    d_in, d_sae = _check_shapes(W_enc, W_dec, b_enc, b_dec, threshold, w_path)
+    d_in, d_sae = check_shapes(W_enc, W_dec, b_enc, b_dec, threshold, w_path)
     for name, want in (("d_in", d_in), ("d_sae", d_sae)):
-        got = field(name)
-        if got is not None and int(got) != want:
+        got = integer(get(name), name, cfg_path)
+        if got is not None and got != want:
             raise CorrsteerError(f"{cfg_path}: field {name!r} is {got} but {w_path.name} holds "
                                  f"{name}={want}")
     scale = w.get("scaling_factor", w.get("finetuning_scaling_factor"))
     if scale is not None:  # decode(f * s) == decode'(f) with W_dec' = diag(s) W_dec: exact fold
-        W_dec = W_dec * _vector(scale, d_sae, "scaling_factor", w_path)[:, None]
+        W_dec = W_dec * vector(scale, d_sae, "scaling_factor", w_path)[:, None]
     if arch == "topk":
         if k is None:
             raise CorrsteerError(f"{cfg_path}: TopK SAE without field 'k' "
                                  f"(or 'activation_fn_kwargs.k')")
-        if field("rescale_acts_by_decoder_norm"):
+        if flag(get("rescale_acts_by_decoder_norm"), "rescale_acts_by_decoder_norm", cfg_path, default=False):
             # pre' = pre * |W_dec_i|, decode uses W_dec_i / |W_dec_i|: fold both into the weights.
             n = np.linalg.norm(W_dec.astype(np.float64), axis=1)
             W_enc = W_enc * n[None, :].astype(np.float32)
             b_enc = b_enc * n.astype(np.float32)
             W_dec = (W_dec / np.where(n > 0, n, 1.0)[:, None]).astype(np.float32)
-    hook = field("hook_name", "hook_point")
+    hook = get("hook_name", "hook_point")
+    if hook is not None and not isinstance(hook, str):
+        raise CorrsteerError(f"{cfg_path}: field 'hook_name' is {hook!r}; it must be a string")
     layer, site = parse_hook_name(hook, source=str(cfg_path)) if hook else (None, "resid_post")
-    hook_layer = field("hook_layer")
-    if layer is None and hook_layer is not None:
-        layer = int(hook_layer)
-    sae = _build(W_enc, b_enc, W_dec, b_dec, threshold, arch, k, apply_b_dec, root)
-    sae.hook_name = hook if hook else hook_name_for(layer, site)
-    sae.layer, sae.site = layer, site
-    sae.meta.update({"format": "saelens", "model_name": field("model_name")})
+    hook_layer = integer(get("hook_layer"), "hook_layer", cfg_path)
+    if layer is not None and hook_layer is not None and hook_layer != layer:
+        raise CorrsteerError(f"{cfg_path}: field 'hook_name' {hook!r} names layer {layer} but field 'hook_layer' "
+                             f"is {hook_layer}; fix one of them")
+    if layer is None:
+        layer = hook_layer
+    meta = {"format": "saelens"}
     if isinstance(cfg.get("corrsteer"), dict):
-        sae.meta.update(cfg["corrsteer"])
-        sae.meta["format"] = "corrsteer"
-    sae.meta["source"] = str(root)
-    return sae
-
-
-def _load_gemma_scope_2(root: Path) -> Any:
-    w_path, cfg_path = root / GS2_WEIGHTS, root / GS2_CFG
-    cfg = _read_json(cfg_path) if cfg_path.exists() else {}
-    if cfg.get("type", "sae") != "sae" or cfg.get("affine_connection"):
-        raise CorrsteerError(f"{cfg_path}: type={cfg.get('type')!r}, affine_connection="
-                             f"{cfg.get('affine_connection')!r}; only plain SAEs (type 'sae') are "
-                             f"supported, not transcoders or crosscoders")
-    hook_in, hook_out = cfg.get("hf_hook_point_in"), cfg.get("hf_hook_point_out")
-    if hook_out is not None and hook_out != hook_in:
-        raise CorrsteerError(f"{cfg_path}: hf_hook_point_out {hook_out!r} differs from "
-                             f"hf_hook_point_in {hook_in!r}; transcoders are not supported")
-    if hook_in is not None:
-        layer, site = parse_hook_name(hook_in, source=str(cfg_path))
-    else:  # no config: Gemma Scope 2 folders are named "resid_post/layer_12_width_16k_l0_small"
-        layer, site = _layer_from_path(root), "resid_post"
-        if "resid_post" not in str(root):
-            raise CorrsteerError(f"{root}: no {GS2_CFG} with 'hf_hook_point_in' and the folder name "
-                                 f"does not say the site; put the release's config.json beside "
-                                 f"{GS2_WEIGHTS}")
-    arch_raw = cfg.get("architecture", "jump_relu")
-    if arch_raw not in _ARCHITECTURES:
-        raise CorrsteerError(f"{cfg_path}: field 'architecture' is {arch_raw!r}; expected 'jump_relu'")
-    arch = _ARCHITECTURES[arch_raw]
-    w = read_safetensors(w_path)
-    W_enc, W_dec, b_enc, b_dec = (_take(w, n, w_path, alias=n.replace("W_", "w_"))
-                                  for n in ("w_enc", "w_dec", "b_enc", "b_dec"))
-    threshold = _take(w, "threshold", w_path) if arch == "jumprelu" else None
-    _, d_sae = _check_shapes(W_enc, W_dec, b_enc, b_dec, threshold, w_path)
-    if cfg.get("width") is not None and int(cfg["width"]) != d_sae:
-        raise CorrsteerError(f"{cfg_path}: field 'width' is {cfg['width']} but {GS2_WEIGHTS} has "
-                             f"d_sae={d_sae}")
-    sae = _build(W_enc, b_enc, W_dec, b_dec, threshold, arch, cfg.get("k"), False, root)
-    sae.hook_name = hook_name_for(layer, site)
-    sae.layer, sae.site = layer, site
-    sae.meta.update({"format": "gemma_scope_2", "model_name": cfg.get("model_name"),
-                     "hf_hook_point_in": hook_in, "l0": cfg.get("l0"), "source": str(root)})
-    return sae
-
-
-def _load_gemma_scope_1(w_path: Path) -> Any:
-    try:
-        with open(w_path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
-            w = {name: np.asarray(z[name]) for name in z.files}
-    except Exception as exc:  # zipfile.BadZipFile, EOFError, ValueError, OSError...
-        raise CorrsteerError(f"{w_path}: cannot read the npz archive ({type(exc).__name__}: {exc}); "
-                             f"the file is truncated or corrupt, download it again") from exc
-    w = {("W_" + n[2:] if n.startswith("w_") else n): v for n, v in w.items()}
-    W_enc, W_dec, b_enc, b_dec, threshold = (_take(w, n, w_path) for n in
-                                             ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"))
-    _check_shapes(W_enc, W_dec, b_enc, b_dec, threshold, w_path)
-    text = str(w_path.resolve()).lower()
-    if "embedding" in text or re.search(r"-att(?:[-/]|$)", text):
-        raise CorrsteerError(f"{w_path}: Gemma Scope embedding and attention (hook_z) SAEs are not "
-                             f"supported; use a residual-stream (-res) or MLP (-mlp) SAE")
-    site = "mlp_out" if re.search(r"-mlp(?:[-/]|$)", text) else "resid_post"
-    layer = _layer_from_path(w_path.parent)
-    sae = _build(W_enc, b_enc, W_dec, b_dec, threshold, "jumprelu", None, False, w_path.parent)
-    sae.layer, sae.site = layer, site
-    sae.hook_name = hook_name_for(layer, site)
-    sae.meta.update({"format": "gemma_scope_1", "source": str(w_path.parent)})
-    return sae
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-
-
-def _build(W_enc: np.ndarray, b_enc: np.ndarray, W_dec: np.ndarray, b_dec: np.ndarray,
-           threshold: np.ndarray | None, arch: str, k: Any, apply_b_dec: bool, where: Path) -> Any:
-    from corrsteer.sae.model import SAE
-
-    if threshold is not None and np.any(threshold < 0):
-        # Negative thresholds gate nothing beyond the ReLU (SAELens applies threshold.relu()).
-        logger.info("%s: %d negative JumpReLU thresholds clamped to 0", where,
-                    int(np.sum(threshold < 0)))
-        threshold = np.maximum(threshold, 0).astype(np.float32)
-    if arch == "topk":
-        try:
-            k = int(k)
-        except (TypeError, ValueError):
-            raise CorrsteerError(f"{where}: TopK field 'k' is {k!r}, not an integer") from None
-        if not 0 < k <= W_enc.shape[1]:
-            raise CorrsteerError(f"{where}: TopK field 'k'={k} is outside 1..d_sae={W_enc.shape[1]}")
-    try:
-        sae = SAE(W_enc, b_enc, W_dec, b_dec, threshold=threshold, architecture=arch,
-                  k=k if arch == "topk" else None, apply_b_dec_to_input=apply_b_dec)
-    except (ValueError, TypeError) as exc:
-        raise CorrsteerError(f"{where}: the weights do not form a valid SAE: {exc}") from exc
-    if not isinstance(getattr(sae, "meta", None), dict):
-        sae.meta = {}
-    return sae
-
-
-def _take(w: dict[str, np.ndarray], name: str, path: Path, alias: str | None = None) -> np.ndarray:
-    for n in (name, alias, name.upper() if name.startswith("w_") else None):
-        if n is not None and n in w:
-            arr = w[n]
-            if not np.issubdtype(arr.dtype, np.floating):
-                raise CorrsteerError(f"{path}: tensor {n!r} has dtype {arr.dtype}, expected float")
-            arr = np.ascontiguousarray(arr, dtype=np.float32)
-            if not np.all(np.isfinite(arr)):
-                raise CorrsteerError(f"{path}: tensor {n!r} holds NaN or inf values")
-            return arr
-    raise CorrsteerError(f"{path}: missing tensor {name!r} (found: {sorted(w)})")
-
-
-def _check_shapes(W_enc: np.ndarray, W_dec: np.ndarray, b_enc: np.ndarray, b_dec: np.ndarray,
-                  threshold: np.ndarray | None, path: Path) -> tuple[int, int]:
-    if W_enc.ndim != 2:
-        raise CorrsteerError(f"{path}: W_enc has shape {W_enc.shape}, expected (d_in, d_sae)")
-    d_in, d_sae = W_enc.shape
-    want = {"W_dec": (W_dec, (d_sae, d_in)), "b_enc": (b_enc, (d_sae,)), "b_dec": (b_dec, (d_in,))}
-    if threshold is not None:
-        want["threshold"] = (threshold, (d_sae,))
-    for name, (arr, shape) in want.items():
-        if arr.shape != shape:
-            raise CorrsteerError(f"{path}: {name} has shape {arr.shape}, expected {shape} "
-                                 f"(W_enc is (d_in={d_in}, d_sae={d_sae}))")
-    return d_in, d_sae
-
-
-def _vector(arr: np.ndarray, n: int, name: str, path: Path) -> np.ndarray:
-    arr = np.asarray(arr, dtype=np.float32).reshape(-1)
-    if arr.size == 1:
-        return np.full(n, arr[0], dtype=np.float32)
-    if arr.shape != (n,):
-        raise CorrsteerError(f"{path}: {name} has shape {arr.shape}, expected ({n},)")
-    return arr
-
-
-def _layer_from_path(path: Path) -> int | None:
-    for part in reversed(path.parts):
-        m = re.match(r"layer_(\d+)(?:_|$)", part)
-        if m:
-            return int(m.group(1))
-    return None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise CorrsteerError(f"{path} is missing; it must sit beside the weights file")
-    try:
-        cfg = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorrsteerError(f"{path}: not valid JSON ({exc}); the file is truncated or corrupt") \
-            from exc
-    if not isinstance(cfg, dict):
-        raise CorrsteerError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
-    return cfg
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
-
-
-# ---------------------------------------------------------------------------------------------
-# load_sae_from_hub, still importable from here; lazily, as corrsteer.sae.hub imports this module
-
-_LAZY = {"load_sae_from_hub": "corrsteer.sae.hub"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+        meta.update(cfg["corrsteer"])
+        meta["format"] = "corrsteer"
+    model_name = get("model_name")
+    return sae_files(root, W_enc, b_enc, W_dec, b_dec, threshold, arch, k, apply_b_dec, layer, site,
+                     model_name if isinstance(model_name, str) else None, meta)

@@ -39,6 +39,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from corrsteer.hooks.sites import read_sites
+from corrsteer.models.layers import find_layers
+
 logger = logging.getLogger(__name__)
 
 
@@ -153,8 +156,6 @@ def harvest(model: Any, tokenizer: Any, texts: Sequence[str], layers: Sequence[i
         ``{layer: (n_tok, d_model) float32}``, rows in text order, identical ``n_tok`` for
         every layer.
     """
-    from corrsteer.layers import find_layers
-    from corrsteer.sites import read_sites
 
     blocks = find_layers(model)
     layers = [int(l) for l in layers]

@@ -4,7 +4,7 @@
 SAELens / TransformerLens ``blocks.{L}.hook_{site}`` or a Hugging Face module path as in
 Gemma Scope 2's ``hf_hook_point_in`` (``model.layers.{L}.output``). :func:`hook_name_for`
 goes back to the SAELens name. Used by the format readers in
-:mod:`corrsteer.sae.formats` (which re-exports both).
+:mod:`corrsteer.sae.formats` and by :class:`corrsteer.SAEConfig`.
 
 Example:
     >>> from corrsteer.sae.hook_names import hook_name_for, parse_hook_name
@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import re
 
+from corrsteer.config import SITES
 from corrsteer.errors import CorrsteerError
 
-__all__ = ["SITES", "hook_name_for", "parse_hook_name"]
+__all__ = ["hook_name_for", "parse_hook_name"]
 
-SITES = ("resid_pre", "resid_mid", "resid_post", "mlp_out", "attn_out")
 # TransformerLens / SAELens: "blocks.12.hook_resid_post"
-_TL_HOOK = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_mid|resid_post|mlp_out|attn_out)$")
+_TL_HOOK = re.compile(r"^blocks\.(\d+)\.hook_(" + "|".join(SITES) + r")$")
 # Hugging Face module paths (Gemma Scope 2): "model.layers.12.output",
 # "model.language_model.layers.12.output", "model.layers.12.post_feedforward_layernorm.output"
 _HF_HOOK = re.compile(r"^(?:model\.)?(?:language_model\.)?(?:model\.)?layers\.(\d+)"

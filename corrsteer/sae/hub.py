@@ -1,15 +1,14 @@
-"""Loading an SAE from the Hugging Face hub (or its local cache): :func:`load_sae_from_hub`.
+"""Released SAEs from the Hugging Face hub (or its local cache): :func:`fetch_sae_files`.
 
-The files of one of the layouts that :func:`corrsteer.sae.formats.load_sae` reads are
-taken from the local Hugging Face cache when present, otherwise downloaded, then loaded
-with ``load_sae``. Offline (``HF_HUB_OFFLINE=1``) or with the hub unreachable, an SAE that
-is not cached fails fast with a message saying so. ``huggingface_hub`` is imported only
-when called. :mod:`corrsteer.sae.formats` re-exports :func:`load_sae_from_hub`.
+The files of one of the layouts that :func:`corrsteer.sae.formats.read_sae` reads are
+taken from the local Hugging Face cache when present, otherwise downloaded.
+Offline (``HF_HUB_OFFLINE=1``) or with the hub unreachable, an SAE that is not cached
+fails fast with a message saying so. ``huggingface_hub`` is imported only when called.
+:meth:`corrsteer.SAE.from_pretrained` is the usual entry point.
 
 Example:
-    >>> from corrsteer.sae.hub import load_sae_from_hub                 # doctest: +SKIP
-    >>> sae = load_sae_from_hub("gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82")
-    >>> sae.meta["hub"]["repo_id"]
+    >>> folder, origin = fetch_sae_files("gemma-scope-2b-pt-res", "layer_12/width_16k/average_l0_82")  # doctest: +SKIP
+    >>> origin["repo_id"]                                                                              # doctest: +SKIP
     'google/gemma-scope-2b-pt-res'
 """
 
@@ -20,17 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from corrsteer.errors import CorrsteerError
-from corrsteer.sae.formats import GS1_WEIGHTS, GS2_CFG, GS2_WEIGHTS, SAELENS_CFG, SAELENS_WEIGHTS, load_sae
+from corrsteer.sae.formats import GS1_WEIGHTS, GS2_CFG, GS2_WEIGHTS, SAELENS_CFG, SAELENS_WEIGHTS
+from corrsteer.storage.hub import hub_endpoint, hub_offline, hub_reachable
 
-__all__ = ["load_sae_from_hub"]
-
-_TRUE = {"1", "on", "yes", "true"}
+__all__ = ["fetch_sae_files"]
 
 
-def load_sae_from_hub(release: str, sae_id: str, *, revision: str | None = None,
-                      cache_dir: str | os.PathLike | None = None, endpoint: str | None = None,
-                      timeout: float = 10.0, **load_kw: Any) -> Any:
-    """Download (or take from the local cache) an SAE from the Hugging Face hub and load it.
+def fetch_sae_files(release: str, sae_id: str, *, revision: str | None = None,
+                    cache_dir: str | os.PathLike | None = None, endpoint: str | None = None,
+                    timeout: float = 10.0) -> tuple[Path, dict[str, Any]]:
+    """The local folder of a released SAE: from the Hugging Face cache, else downloaded.
 
     Args:
         release: a hub repo id (``"google/gemma-scope-2b-pt-res"``) or a Gemma Scope
@@ -41,10 +39,10 @@ def load_sae_from_hub(release: str, sae_id: str, *, revision: str | None = None,
             ``"resid_post/layer_12_width_16k_l0_small"``, ``"blocks.8.hook_resid_pre"``).
         revision, cache_dir, endpoint: passed to ``huggingface_hub.hf_hub_download``.
         timeout: seconds to wait for the hub before failing.
-        **load_kw: ``d_model``, ``layer``, ``device`` for ``load_sae``.
 
     Returns:
-        The loaded ``corrsteer.SAE``; ``meta["hub"]`` records repo, folder and revision.
+        ``(folder, origin)``: the folder holding the files, and ``{"repo_id", "sae_id",
+        "revision"}`` to record where they came from.
 
     Raises:
         CorrsteerError: offline (``HF_HUB_OFFLINE=1`` or the hub unreachable) and not
@@ -54,11 +52,10 @@ def load_sae_from_hub(release: str, sae_id: str, *, revision: str | None = None,
         import huggingface_hub
         from huggingface_hub import constants as hf_constants
     except ImportError as exc:
-        raise CorrsteerError("load_sae_from_hub needs huggingface_hub (pip install "
+        raise CorrsteerError("SAE.from_pretrained needs huggingface_hub (pip install "
                              "huggingface_hub), or download the files and use load_sae(path)") from exc
     repo_id = _repo_id(release)
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE or bool(
-        hf_constants.HF_HUB_OFFLINE)
+    offline = hub_offline() or bool(hf_constants.HF_HUB_OFFLINE)
     gs2 = "gemma-scope-2" in repo_id
     layouts = [[GS2_WEIGHTS, GS2_CFG], [SAELENS_CFG, SAELENS_WEIGHTS], [GS1_WEIGHTS]]
     if not gs2 and "gemma-scope" in repo_id:
@@ -93,8 +90,8 @@ def load_sae_from_hub(release: str, sae_id: str, *, revision: str | None = None,
             raise CorrsteerError(f"SAE {repo_id}/{folder} is not in the local Hugging Face cache and "
                                  f"HF_HUB_OFFLINE is set; download it on a connected machine or "
                                  f"load the files with corrsteer.SAE.load(path)")
-        url = endpoint or os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT
-        if not _reachable(url, timeout):
+        url = hub_endpoint(endpoint)
+        if not hub_reachable(url, timeout):
             raise CorrsteerError(f"cannot reach the Hugging Face hub at {url} within {timeout:g} s "
                                  f"to download {repo_id}/{folder}; check the network or load the "
                                  f"files with corrsteer.SAE.load(path)")
@@ -106,9 +103,7 @@ def load_sae_from_hub(release: str, sae_id: str, *, revision: str | None = None,
         if where is None:
             raise CorrsteerError(f"{repo_id} has no SAE at {folder!r}: looked for "
                                  f"{', '.join('+'.join(f) for f in layouts)}")
-    sae = load_sae(where, **load_kw)
-    sae.meta["hub"] = {"repo_id": repo_id, "sae_id": folder, "revision": revision}
-    return sae
+    return where, {"repo_id": repo_id, "sae_id": folder, "revision": revision}
 
 
 def _repo_id(release: str) -> str:
@@ -125,29 +120,3 @@ def _is_missing_entry(exc: Exception) -> bool:
     names = {c.__name__ for c in type(exc).__mro__}
     return bool(names & {"EntryNotFoundError", "RemoteEntryNotFoundError",
                          "LocalEntryNotFoundError"})
-
-
-def _reachable(url: str, timeout: float) -> bool:
-    """True when a TCP connection to ``url``'s host opens within ``timeout`` seconds.
-
-    Runs in a daemon thread so that a hanging DNS lookup cannot block the caller.
-    """
-    import socket
-    import threading
-    from urllib.parse import urlparse
-
-    u = urlparse(url)
-    host, port = u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                ok.append(True)
-        except OSError:
-            ok.append(False)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(ok and ok[0])

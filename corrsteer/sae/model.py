@@ -1,9 +1,15 @@
-"""The SAE: weights, validation, and encode/decode through the C core.
+"""The SAE: a frozen configuration, read-only weights, and encode/decode through the C core.
 
 ``pre = (x - b_dec·[apply_b_dec_to_input]) @ W_enc + b_enc``, then JumpReLU
 (``pre · 1[pre > threshold]``), ReLU (``max(pre, 0)``) or TopK (the ``k`` largest
 entries of ``pre``, ties to the lower index, ReLU'd; the rest 0). Decode:
-``x_hat = f @ W_dec + b_dec`` (docs/METHOD.md §1).
+``x_hat = f @ W_dec + b_dec`` (METHOD.md §1).
+
+An SAE never changes after construction: its :class:`SAEConfig` is a frozen dataclass and
+its weight arrays are read-only float32 copies validated once (finite, right shapes,
+thresholds >= 0), so no later assignment can slip a NaN or a wrong architecture past the
+checks. :meth:`SAE.replace` gives a new SAE with other config fields (e.g. the layer a
+trainer produced it for), sharing the same weights.
 
 Example:
     >>> import numpy as np, corrsteer
@@ -12,23 +18,84 @@ Example:
     ...                     threshold=np.full(3, 0.5, np.float32))
     >>> sae.encode(np.array([1.0, 0.4, -2.0], np.float32))
     array([1., 0., 0.], dtype=float32)
+    >>> sae.cfg.architecture, sae.cfg.d_sae
+    ('jumprelu', 3)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from corrsteer import kernels
+from corrsteer.config import ARCHITECTURES, SITES
+from corrsteer.core import kernels
+from corrsteer.errors import CorrsteerError
+from corrsteer.sae import formats
+from corrsteer.sae.hook_names import hook_name_for, parse_hook_name
 
-ARCHITECTURES = ("jumprelu", "relu", "topk")
-SITES = ("resid_post", "resid_pre", "resid_mid", "mlp_out", "attn_out")
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """What an SAE is, besides its weights (checked on construction)."""
+
+    d_in: int  # residual width the SAE reads (= d_model)
+    d_sae: int  # number of latents
+    architecture: str = "jumprelu"  # jumprelu | relu | topk (METHOD.md §1)
+    k: int | None = None  # active latents per row, topk only (1 <= k <= d_sae)
+    apply_b_dec_to_input: bool = False  # subtract b_dec from x before encoding
+    hook_name: str | None = None  # SAELens hook name, e.g. "blocks.12.hook_resid_post"
+    layer: int | None = None  # decoder layer whose site the SAE reads (None: from hook_name, or unknown)
+    site: str | None = None  # one of config.SITES (None: from hook_name, else "resid_post")
+    model_name: str | None = None  # the model the SAE was trained on, when known
+
+    def __post_init__(self) -> None:
+        for name in ("d_in", "d_sae"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.architecture == "topk":
+            if isinstance(self.k, (bool, np.bool_)) or not isinstance(self.k, (int, np.integer)):
+                raise ValueError(f"k must be an int in [1, d_sae={self.d_sae}] for architecture='topk', got {self.k!r}")
+            if not 1 <= self.k <= self.d_sae:
+                raise ValueError(f"k must lie in [1, d_sae={self.d_sae}] for architecture='topk', got {self.k}")
+            object.__setattr__(self, "k", int(self.k))
+        elif self.k is not None:
+            raise ValueError(f"k={self.k!r} is only meaningful for architecture='topk' (this SAE is "
+                             f"{self.architecture!r}); pass k=None")
+        if not isinstance(self.apply_b_dec_to_input, (bool, np.bool_)):
+            raise TypeError(f"apply_b_dec_to_input must be a bool, got {self.apply_b_dec_to_input!r}")
+        object.__setattr__(self, "apply_b_dec_to_input", bool(self.apply_b_dec_to_input))
+        if self.site is not None and self.site not in SITES:
+            raise ValueError(f"site must be one of {SITES}, got {self.site!r}")
+        if self.layer is not None:
+            if isinstance(self.layer, bool) or not isinstance(self.layer, (int, np.integer)) or self.layer < 0:
+                raise ValueError(f"layer must be a non-negative int or None, got {self.layer!r}")
+            object.__setattr__(self, "layer", int(self.layer))
+        if self.hook_name is not None:
+            if not isinstance(self.hook_name, str):
+                raise TypeError(f"hook_name must be a str or None, got {self.hook_name!r}")
+            layer, site = parse_hook_name(self.hook_name)
+            if (self.layer is not None and layer != self.layer) or (self.site is not None and site != self.site):
+                raise ValueError(f"hook_name {self.hook_name!r} says layer {layer} ({site}) but the config says "
+                                 f"layer {self.layer} ({self.site}); give one, or make them agree")
+            object.__setattr__(self, "layer", layer)
+            object.__setattr__(self, "site", site)
+        else:
+            if self.site is None:
+                object.__setattr__(self, "site", "resid_post")
+            if self.layer is not None:
+                object.__setattr__(self, "hook_name", hook_name_for(self.layer, self.site))
 
 
 def _weight(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 C-contiguous copy of ``value`` with the given shape, finite."""
+    """A read-only float32 C-contiguous copy of ``value`` with the given shape, finite."""
     arr = np.asarray(value)
     if arr.dtype.kind != "f":
         raise TypeError(f"{name} must hold floating-point values, got dtype {arr.dtype}")
@@ -37,6 +104,7 @@ def _weight(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
     out = np.array(arr, dtype=np.float32, order="C", copy=True)
     if not np.isfinite(out).all():
         raise ValueError(f"{name} contains NaN or Inf; the SAE weights are corrupt")
+    out.flags.writeable = False
     return out
 
 
@@ -50,100 +118,92 @@ class SAE:
         b_dec: (d_in,) decoder bias.
         threshold: (d_sae,) JumpReLU thresholds, >= 0; required for "jumprelu",
             ignored (stored as None) otherwise.
-        architecture: "jumprelu", "relu" or "topk".
-        k: active features per row; required for "topk" (1 <= k <= d_sae), else None.
-        apply_b_dec_to_input: subtract b_dec from x before encoding (any architecture).
-        hook_name: SAELens hook name, e.g. "blocks.12.hook_resid_post", or None.
-        layer: decoder layer whose site the SAE reads, or None.
-        site: "resid_post" (default), "resid_pre", "resid_mid", "mlp_out" or "attn_out".
-        meta: free-form metadata (model name, source file, training metrics).
+        architecture, k, apply_b_dec_to_input, hook_name, layer, site, model_name:
+            the fields of :class:`SAEConfig` (or pass ``cfg=`` instead).
+        cfg: a complete :class:`SAEConfig`; ``d_in``/``d_sae`` must match ``W_enc``.
+        meta: free-form metadata (source file, training metrics); the only mutable part.
 
-    All weight arrays are stored as float32 C-contiguous copies, so the C core reads
-    them without another copy.
+    The weight arrays are read-only float32 C-contiguous copies, so the C core reads them
+    without another copy and nothing can change them behind the checks.
     """
 
-    def __init__(self, W_enc: Any, b_enc: Any, W_dec: Any, b_dec: Any,
-                 threshold: Any = None, architecture: str = "jumprelu", k: int | None = None,
-                 apply_b_dec_to_input: bool = False, *, hook_name: str | None = None,
-                 layer: int | None = None, site: str = "resid_post",
-                 meta: dict | None = None) -> None:
-        if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    def __init__(self, W_enc: Any, b_enc: Any, W_dec: Any, b_dec: Any, threshold: Any = None,
+                 architecture: str = "jumprelu", k: int | None = None, apply_b_dec_to_input: bool = False, *,
+                 hook_name: str | None = None, layer: int | None = None, site: str | None = None,
+                 model_name: str | None = None, cfg: SAEConfig | None = None, meta: dict | None = None) -> None:
         enc = np.asarray(W_enc)
-        if enc.ndim != 2:
-            raise ValueError(f"W_enc must be 2-D (d_in, d_sae), got shape {enc.shape}")
+        if enc.ndim != 2 or enc.shape[0] < 1 or enc.shape[1] < 1:
+            raise ValueError(f"W_enc must be 2-D (d_in, d_sae) with both >= 1, got shape {enc.shape}")
         d_in, d_sae = enc.shape
-        if d_in < 1 or d_sae < 1:
-            raise ValueError(f"W_enc has shape {enc.shape}; d_in and d_sae must be >= 1")
-        self.W_enc = _weight("W_enc", enc, (d_in, d_sae))
-        self.b_enc = _weight("b_enc", b_enc, (d_sae,))
-        self.W_dec = _weight("W_dec", W_dec, (d_sae, d_in))
-        self.b_dec = _weight("b_dec", b_dec, (d_in,))
-        self.architecture = architecture
-        self.threshold: np.ndarray | None = None
-        self.k: int | None = None
-        if architecture == "jumprelu":
+        if cfg is None:
+            cfg = SAEConfig(d_in=d_in, d_sae=d_sae, architecture=architecture,
+                            k=k if architecture == "topk" else None, apply_b_dec_to_input=apply_b_dec_to_input,
+                            hook_name=hook_name, layer=layer, site=site, model_name=model_name)
+        elif not isinstance(cfg, SAEConfig) or (cfg.d_in, cfg.d_sae) != (d_in, d_sae):
+            raise ValueError(f"cfg must be an SAEConfig with d_in={d_in}, d_sae={d_sae} (the shape of W_enc), "
+                             f"got {cfg!r}")
+        self._cfg = cfg
+        self._W_enc = _weight("W_enc", enc, (d_in, d_sae))
+        self._b_enc = _weight("b_enc", b_enc, (d_sae,))
+        self._W_dec = _weight("W_dec", W_dec, (d_sae, d_in))
+        self._b_dec = _weight("b_dec", b_dec, (d_in,))
+        self._threshold: np.ndarray | None = None
+        if cfg.architecture == "jumprelu":
             if threshold is None:
                 raise ValueError("threshold is required for architecture='jumprelu' "
                                  "(pass the (d_sae,) JumpReLU thresholds)")
-            self.threshold = _weight("threshold", threshold, (d_sae,))
-            if (self.threshold < 0).any():
+            self._threshold = _weight("threshold", threshold, (d_sae,))
+            if (self._threshold < 0).any():
                 raise ValueError("threshold has negative entries; JumpReLU thresholds must be "
                                  ">= 0 (clamp them with np.maximum(threshold, 0))")
-        elif architecture == "topk":
-            if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-                raise ValueError(f"k must be an int in [1, d_sae={d_sae}] for architecture='topk', "
-                                 f"got {k!r}")
-            if not 1 <= k <= d_sae:
-                raise ValueError(f"k must lie in [1, d_sae={d_sae}] for architecture='topk', got {k}")
-            self.k = int(k)
-        if site not in SITES:
-            raise ValueError(f"site must be one of {SITES}, got {site!r}")
-        self.apply_b_dec_to_input = bool(apply_b_dec_to_input)
-        self.hook_name = hook_name
-        self.layer = layer
-        self.site = site
         self.meta: dict = dict(meta) if meta else {}
 
-    @property
-    def d_in(self) -> int:
-        """Residual width the SAE reads (= d_model)."""
-        return int(self.W_enc.shape[0])
+    # ------------------------------------------------------------------ read-only view
+    cfg = property(lambda self: self._cfg, doc="The frozen :class:`SAEConfig`.")
+    W_enc = property(lambda self: self._W_enc, doc="(d_in, d_sae) float32, read-only.")
+    b_enc = property(lambda self: self._b_enc, doc="(d_sae,) float32, read-only.")
+    W_dec = property(lambda self: self._W_dec, doc="(d_sae, d_in) float32, read-only.")
+    b_dec = property(lambda self: self._b_dec, doc="(d_in,) float32, read-only.")
+    threshold = property(lambda self: self._threshold, doc="(d_sae,) float32 JumpReLU thresholds, or None.")
+    d_in = property(lambda self: self._cfg.d_in, doc="Residual width the SAE reads (= d_model).")
+    d_sae = property(lambda self: self._cfg.d_sae, doc="Number of latents.")
+    architecture = property(lambda self: self._cfg.architecture)
+    k = property(lambda self: self._cfg.k)
+    apply_b_dec_to_input = property(lambda self: self._cfg.apply_b_dec_to_input)
+    hook_name = property(lambda self: self._cfg.hook_name)
+    layer = property(lambda self: self._cfg.layer)
+    site = property(lambda self: self._cfg.site)
+    model_name = property(lambda self: self._cfg.model_name)
 
-    @property
-    def d_sae(self) -> int:
-        """Number of features."""
-        return int(self.W_enc.shape[1])
+    def replace(self, **changes: Any) -> SAE:
+        """A new SAE with :class:`SAEConfig` fields changed (weights shared, meta copied).
+
+        ``replace(layer=12)`` also derives the hook name; give ``hook_name=None`` with it
+        when the old name names another layer.
+        """
+        if "layer" in changes or "site" in changes:
+            changes.setdefault("hook_name", None)
+            if "site" not in changes:
+                changes["site"] = self.site
+        cfg = dataclasses.replace(self._cfg, **changes)
+        return SAE(self._W_enc, self._b_enc, self._W_dec, self._b_dec, self._threshold, cfg=cfg, meta=self.meta)
 
     def __repr__(self) -> str:
         extra = f", k={self.k}" if self.k is not None else ""
         return (f"SAE(d_in={self.d_in}, d_sae={self.d_sae}, architecture={self.architecture!r}"
                 f"{extra}, layer={self.layer}, site={self.site!r})")
 
+    # ------------------------------------------------------------------------- compute
     def encode(self, x: Any) -> np.ndarray:
-        """Feature activations.
-
-        Args:
-            x: (..., d_in) activations (float; converted to float32 C-contiguous).
-
-        Returns:
-            (..., d_sae) float32.
-        """
+        """Feature activations: x (..., d_in) -> (..., d_sae) float32."""
         return kernels.sae_encode(self, x)
 
     def decode(self, f: Any) -> np.ndarray:
-        """Reconstruction ``f @ W_dec + b_dec``.
-
-        Args:
-            f: (..., d_sae) feature activations.
-
-        Returns:
-            (..., d_in) float32.
-        """
+        """Reconstruction ``f @ W_dec + b_dec``: f (..., d_sae) -> (..., d_in) float32."""
         arr = kernels.as_float32("f", f)
         if arr.ndim < 1 or arr.shape[-1] != self.d_sae:
             raise ValueError(f"f has shape {arr.shape} but the SAE has d_sae={self.d_sae}")
-        return arr @ self.W_dec + self.b_dec
+        return arr @ self._W_dec + self._b_dec
 
     def encode_pooled(self, x: Any, mask: Any = None, mode: str = "max") -> np.ndarray:
         """Encode whole sequences and pool the masked tokens (fused, blocked over d_sae).
@@ -159,20 +219,62 @@ class SAE:
         return kernels.sae_encode_pooled(self, x, mask, mode)
 
     def pooler(self, n_seq: int, mode: str = "max", buffer_rows: int = 256) -> Any:
-        """A streaming :class:`corrsteer.Pooler` over ``n_seq`` sequences for this SAE."""
-        from corrsteer.pooling import Pooler
+        """A streaming :class:`corrsteer.core.Pooler` over ``n_seq`` sequences for this SAE."""
+        from corrsteer.core import Pooler
 
         return Pooler(self, n_seq, mode=mode, buffer_rows=buffer_rows)
 
+    # ----------------------------------------------------------------------------- files
     @classmethod
-    def load(cls, path: str | os.PathLike, **kwargs: Any) -> SAE:
-        """Load an SAE file or directory (Gemma Scope 1/2, SAELens, ours): see sae/formats.py."""
-        from corrsteer.sae import formats
+    def load(cls, path: str | os.PathLike, *, d_model: int | None = None, layer: int | None = None) -> SAE:
+        """Load Gemma Scope 1/2, SAELens or corrsteer files (:mod:`corrsteer.sae.formats`).
 
-        return formats.load_sae(path, **kwargs)
+        Args:
+            path: the SAE's folder, or a file inside it.
+            d_model: the width of the model it will be used with; a different ``d_in`` raises.
+            layer: the layer, for files that do not say (Gemma Scope 1 outside ``layer_N/``);
+                if the file names a layer too, they must agree.
+        """
+        found = formats.read_sae(path)
+        cfg, weights = found.cfg, found.weights
+        if layer is not None:
+            if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
+                raise ValueError(f"layer must be a non-negative int, got {layer!r}")
+            if cfg.get("layer") is not None and cfg["layer"] != layer:
+                raise ValueError(f"layer={layer} but {found.root!s} is an SAE for layer {cfg['layer']} "
+                                 f"({cfg.get('hook_name')}); drop the layer= argument or load the right file")
+            cfg = {**cfg, "layer": int(layer), "hook_name": None}
+        try:
+            sae = cls(weights["W_enc"], weights["b_enc"], weights["W_dec"], weights["b_dec"],
+                      weights.get("threshold"), cfg=SAEConfig(**cfg), meta=found.meta)
+        except (ValueError, TypeError) as exc:
+            raise CorrsteerError(f"{found.root}: the files do not form a valid SAE: {exc}") from exc
+        if d_model is not None and sae.d_in != d_model:
+            raise ValueError(f"SAE {str(found.root)!r} has d_in={sae.d_in} (field W_enc) but the model has "
+                             f"d_model={d_model}; load the SAE trained for this model")
+        return sae
 
-    def save(self, path: str | os.PathLike, **kwargs: Any) -> Any:
-        """Save in the SAELens layout (cfg.json + sae_weights.safetensors): see sae/formats.py."""
-        from corrsteer.sae import formats
+    def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> Any:
+        """Save in the SAELens layout (cfg.json + sae_weights.safetensors), atomically; returns the folder."""
+        weights = {"W_enc": self._W_enc, "W_dec": self._W_dec, "b_enc": self._b_enc, "b_dec": self._b_dec}
+        if self._threshold is not None:
+            weights["threshold"] = self._threshold
+        return formats.write_saelens(path, dataclasses.asdict(self._cfg), weights, self.meta, overwrite=overwrite)
 
-        return formats.save_sae(self, path, **kwargs)
+    @classmethod
+    def from_pretrained(cls, release: str, sae_id: str, **kwargs: Any) -> SAE:
+        """A released SAE by name, in SAELens' convention (``release``, ``sae_id``).
+
+        Resolves Gemma Scope releases (``"gemma-scope-2b-pt-res"`` with
+        ``"layer_12/width_16k/average_l0_82"``) and hub repo ids through the Hugging Face
+        hub or its local cache (:mod:`corrsteer.sae.hub`); offline and uncached, it
+        fails fast with a message saying so. ``**kwargs``: ``revision``, ``cache_dir``,
+        ``endpoint``, ``timeout``, and ``d_model``/``layer`` as for :meth:`load`.
+        """
+        from corrsteer.sae import hub
+
+        load_kw = {k: kwargs.pop(k) for k in ("d_model", "layer") if k in kwargs}
+        folder, origin = hub.fetch_sae_files(release, sae_id, **kwargs)
+        sae = cls.load(folder, **load_kw)
+        sae.meta["hub"] = origin
+        return sae

@@ -28,18 +28,18 @@ with the exported weights.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from corrsteer.sae.model import SAE
 
 logger = logging.getLogger(__name__)
 
@@ -177,8 +177,9 @@ def evaluate_sae(W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor,
 
 
 def train_sae(acts: np.ndarray | torch.Tensor, d_sae: int = 4096, k: int = 32, *,
-              progress: bool = True, eval_acts: np.ndarray | torch.Tensor | None = None,
-              **options: Any) -> tuple[Any, dict[str, Any]]:
+              progress: bool = True, eval_acts: np.ndarray | torch.Tensor | None = None, layer: int | None = None,
+              site: str = "resid_post", model_name: str | None = None,
+              **options: Any) -> tuple[SAE, dict[str, Any]]:
     """Train a TopK SAE on activations and return it with held-out metrics.
 
     Args:
@@ -187,6 +188,7 @@ def train_sae(acts: np.ndarray | torch.Tensor, d_sae: int = 4096, k: int = 32, *
         k: active latents per token.
         progress: show a tqdm bar with loss and explained variance.
         eval_acts: (n_eval, d_in) held-out tokens; default: a ``holdout`` fraction of ``acts``.
+        layer, site, model_name: where the activations were read (recorded in the SAE's config).
         **options: any other ``TrainConfig`` field (``steps``, ``epochs``, ``lr``,
             ``batch_size``, ``seed``, ``holdout``, ``normalize``, ``k_aux``, ``aux_coef``,
             ``dead_tokens``, ``b_dec_init``, ``decay_frac``).
@@ -197,8 +199,6 @@ def train_sae(acts: np.ndarray | torch.Tensor, d_sae: int = 4096, k: int = 32, *
         (``explained_variance``, ``l0``, ``dead_fraction``, ``n_tokens`` on held-out
         tokens, plus ``train_tokens``, ``steps``, ``seconds``, ``scale``).
     """
-    from corrsteer.sae.model import SAE
-
     cfg = TrainConfig(d_sae=int(d_sae), k=int(k), **options)
     x_all = _as_tensor(acts)
     n, d_in = x_all.shape
@@ -290,9 +290,9 @@ def train_sae(acts: np.ndarray | torch.Tensor, d_sae: int = 4096, k: int = 32, *
     metrics = evaluate_sae(W_enc_r, b_enc_r, W_dec_r, b_dec_r, cfg.k, x_eval)
     metrics.update({"train_tokens": int(n_train), "steps": int(steps), "seconds": round(seconds, 2),
                     "scale": scale, "lr": lr, "k_aux": int(k_aux), "dead_tokens": int(dead_tokens)})
-    sae = SAE(W_enc_r.numpy(), b_enc_r.numpy(), W_dec_r.numpy(), b_dec_r.numpy(),
-              architecture="topk", k=cfg.k, apply_b_dec_to_input=False)
-    sae.meta = {"metrics": dict(metrics), "config": asdict(cfg), "trainer": "corrsteer.sae.train"}
+    sae = SAE(W_enc_r.numpy(), b_enc_r.numpy(), W_dec_r.numpy(), b_dec_r.numpy(), architecture="topk", k=cfg.k,
+              apply_b_dec_to_input=False, layer=layer, site=site, model_name=model_name,
+              meta={"metrics": dict(metrics), "config": asdict(cfg), "trainer": "corrsteer.sae.train"})
     logger.info("SAE d_sae=%d k=%d: EV %.4f, L0 %.1f, dead %.3f on %d held-out tokens (%.1f s)",
                 cfg.d_sae, cfg.k, metrics["explained_variance"], metrics["l0"],
                 metrics["dead_fraction"], metrics["n_tokens"], seconds)
@@ -318,85 +318,3 @@ def warn_if_degenerate(metrics: dict, what: str) -> bool:
                    "activations); drop them before training (harvest drops each text's first position)",
                    what, 100 * dead, float(metrics.get("explained_variance", float("nan"))))
     return True
-
-
-def main_train(argv: list[str] | None = None) -> int:
-    """``corrsteer train-sae``: harvest activations from a model and train TopK SAEs.
-
-    With ``--texts default`` (the default) and no ``--out``, trains the cached default set
-    (``corrsteer.sae.defaults``). Otherwise harvests from ``--texts`` (a .txt/.jsonl file,
-    or ``samples`` for the model's own samples) and saves ``<out>/layer_{L}/``. Prints one
-    line per layer with the held-out metrics. Returns the exit status.
-    """
-    from corrsteer.sae.defaults import DEFAULT_LAYERS, DefaultSettings, train_default_saes
-
-    d = DefaultSettings()
-    ap = argparse.ArgumentParser(prog="corrsteer train-sae", description=main_train.__doc__)
-    ap.add_argument("--model", default="gemma-3-270m", help="embedded name, local dir, .gguf or hub id")
-    ap.add_argument("--layers", default=None,
-                    help=f"comma-separated decoder layers (default {','.join(map(str, DEFAULT_LAYERS))})")
-    ap.add_argument("--d-sae", type=int, default=d.d_sae)
-    ap.add_argument("--k", type=int, default=d.k)
-    ap.add_argument("--tokens", type=int, default=d.n_tokens, help="harvested tokens per layer")
-    ap.add_argument("--epochs", type=float, default=d.epochs)
-    ap.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
-    ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--texts", default="default",
-                    help="'default' (model samples + shared datasets), 'samples', or a .txt/.jsonl file")
-    ap.add_argument("--out", default=None, help="output directory (default: the SAE cache)")
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        layers = [int(x) for x in args.layers.split(",")] if args.layers else None
-    except ValueError:
-        print(f"error: --layers must be comma-separated integers, got {args.layers!r}")
-        return 2
-    from corrsteer.models import load_model
-
-    t0 = time.perf_counter()
-    model, tok = load_model(args.model, device=args.device)
-    progress = not args.no_progress
-    if args.texts == "default" and args.out is None and args.steps is None:
-        saes = train_default_saes(model, tok, layers, progress=progress, d_sae=args.d_sae, k=args.k,
-                                  n_tokens=args.tokens, epochs=args.epochs, lr=args.lr,
-                                  batch_size=args.batch_size, seed=args.seed)
-    else:
-        from corrsteer.models import model_id
-        from corrsteer.sae.defaults import default_texts
-        from corrsteer.sae.formats import save_sae
-        from corrsteer.sae.harvest import harvest, load_texts, sample_texts
-
-        settings = DefaultSettings(d_sae=args.d_sae, k=args.k, n_tokens=args.tokens,
-                                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                   seed=args.seed)
-        if args.texts == "default":
-            texts, _ = default_texts(model, tok, settings, progress)
-        elif args.texts == "samples":
-            texts = sample_texts(model, tok, max(1, args.tokens // 48), seed=args.seed,
-                                 progress=progress)
-        else:
-            texts = load_texts(args.texts)
-        layers = layers or list(DEFAULT_LAYERS)
-        acts = harvest(model, tok, texts, layers, args.tokens, progress=progress)
-        out = Path(args.out or "sae_out")
-        saes = {}
-        for l in layers:
-            sae, _ = train_sae(acts.pop(l), args.d_sae, args.k, epochs=args.epochs, steps=args.steps,
-                               lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                               progress=progress)
-            sae.layer, sae.site, sae.hook_name = l, "resid_post", f"blocks.{l}.hook_resid_post"
-            sae.meta["model_name"] = model_id(model)
-            save_sae(sae, out / f"layer_{l}")
-            sae.meta["cache_path"] = str(out / f"layer_{l}")
-            saes[l] = sae
-    print(f"{'layer':>5} {'EV':>7} {'L0':>6} {'dead':>6} {'tokens':>7} {'train s':>8}  path")
-    for l, sae in sorted(saes.items()):
-        m = sae.meta.get("metrics", {})
-        print(f"{l:>5} {m.get('explained_variance', float('nan')):>7.4f} {m.get('l0', 0):>6.1f} "
-              f"{m.get('dead_fraction', 0):>6.3f} {m.get('train_tokens', 0):>7} "
-              f"{m.get('seconds', 0):>8.1f}  {sae.meta.get('cache_path', '')}")
-    print(f"total {time.perf_counter() - t0:.1f} s")
-    return 0

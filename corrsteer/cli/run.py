@@ -1,0 +1,150 @@
+"""``corrsteer run | collect | select | eval | report | demo | controls``: the pipeline's commands.
+
+Their options are generated from :class:`corrsteer.config.RunConfig` (one option per field).
+
+Example::
+
+    corrsteer demo
+    corrsteer run --task bbq_ambig --mode pruned --n-train 1000 --out runs/bbq
+    corrsteer controls --task sentiment --methods random,shuffled
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from corrsteer.cli.common import add_config_options, add_global_flags, config_from_args
+
+__all__ = ["DEMO", "format_headline", "register"]
+
+# The demo: the embedded model, its default SAEs (corrsteer.sae.defaults.DEFAULT_LAYERS) and the generated task.
+# Cost in generated samples: n_train + n_val * (1 + 2 * layers) + 2 * n_test = 160 + 352 + 192 = 704.
+DEMO = dict(task="arithmetic", model="gemma-3-270m", sae="default", n_train=160, n_val=32, n_test=96,
+            mode="pruned", batch_size=32, checkpoint_every=64, out="runs/demo")
+
+HELP = {"run": "collect -> select -> evaluate -> report",
+        "collect": "generation pass -> accumulators (--resume continues a killed collection exactly)",
+        "select": "choose features (single/global/all/pruned) from a collection",
+        "eval": "unsteered vs steered on the test split -> results.json",
+        "report": "report.md + figures from results.json",
+        "demo": "embedded Gemma 3 270M + default SAEs + the arithmetic task, end to end",
+        "controls": "one collection -> CorrSteer vs random/shuffled/negative/diff-in-means/mi/fisher/scale "
+                    "-> one table"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the pipeline's commands to the ``corrsteer`` parser."""
+    for name, text in HELP.items():
+        p = sub.add_parser(name, help=text, description=text)
+        add_global_flags(p, top=False)
+        if name == "report":
+            p.add_argument("--out", default=".", help="the run folder holding results.json (.)")
+            p.set_defaults(handler=_report)
+            continue
+        add_config_options(p, DEMO if name == "demo" else None)
+        if name == "eval":
+            p.add_argument("--selection", help="selection folder to evaluate (default: <out>/selection)")
+        if name == "controls":
+            p.add_argument("--methods", help="comma list of methods besides CorrSteer (default: "
+                           "random,shuffled,negative,diff-in-means,mi,fisher,scale-0.5,scale-1.5,scale-2)")
+        p.set_defaults(handler=_HANDLERS[name])
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def format_headline(results: dict[str, Any]) -> str:
+    """The lines ``run`` and ``demo`` print: scores, Δ with its interval, McNemar p, SER, features."""
+    from corrsteer.report.tables import format_p, verdict
+
+    b, s = results["baseline"], results["steered"]
+    lo, hi = results["ci95"]
+    ser = results.get("ser")
+    feats = results.get("features") or []
+    ftxt = "; ".join(f"L{f['layer']} {f.get('sign', '+')}#{f['index']} (r={f['r']:+.3f}, c={f['coefficient']:+.3g})"
+                     for f in feats) or f"none ({(results.get('selection') or {}).get('note') or 'nothing selected'})"
+    lines = [
+        f"task {results.get('task')} · model {results.get('model')} · mode {results.get('mode')}",
+        f"baseline  {_pct(b['score'])}  (n={b['n']})",
+        f"steered   {_pct(s['score'])}  (n={s['n']})",
+        f"delta     {100 * results['delta']:+.1f} pp, 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}] pp, "
+        f"McNemar p = {format_p(results['mcnemar_p'])}, "
+        f"SER = {'n/a' if ser is None else f'{ser:.2f}'} (POS {results.get('pos')}, NEG {results.get('neg')})",
+        f"features  {ftxt}",
+    ]
+    sel = results.get("selection") or {}
+    tried = [c for c in sel.get("candidates") or [] if c.get("val_score") is not None]
+    if tried and sel.get("baseline_val_score") is not None:
+        lines.append(f"validated unsteered {_pct(sel['baseline_val_score'])}; " + ", ".join(
+            f"L{c['layer']} {c.get('sign', '+')}#{c['index']} {_pct(c['val_score'])}{' kept' if c.get('kept') else ''}"
+            for c in tried))
+    lines.append(f"verdict   {verdict(results)}")
+    timings = results.get("timings") or {}
+    if "total_s" in timings:
+        lines.append(f"time      {timings['total_s']:.0f} s")
+    if results.get("report"):
+        lines.append(f"report    {results['report']}")
+    return "\n".join(lines)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from corrsteer.pipeline import stage_report
+
+    print(f"report    {stage_report(args.out)}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args, DEMO if args.command == "demo" else None)  # bad options fail before any import
+    from corrsteer import pipeline
+
+    print(format_headline(pipeline.run(cfg)))
+
+
+def _controls(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args)
+    from corrsteer.studies.controls import DEFAULT_METHODS, run_controls
+
+    methods = DEFAULT_METHODS if not args.methods else [m.strip() for m in args.methods.split(",") if m.strip()]
+    doc = run_controls(cfg, methods)
+    print(Path(doc["report"]).read_text(encoding="utf-8"))
+    print(f"report    {doc['report']}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args)
+    from corrsteer import pipeline
+    from corrsteer.method.features import Selection
+
+    sel = Selection.load(args.selection) if args.selection else None  # a bad folder fails before the model loads
+    res = pipeline.load_resources(cfg, saes={})
+    print(format_headline(pipeline.stage_eval(cfg, res, sel)))
+
+
+def _collect(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args)
+    from corrsteer import pipeline
+
+    col = pipeline.stage_collect(cfg, pipeline.load_resources(cfg))
+    print(f"collected {col.n} samples at layers {sorted(col.accumulators)}: score {_pct(col.score)} "
+          f"-> {Path(cfg.out_dir()) / 'collection'}")
+
+
+def _select(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args)
+    from corrsteer import pipeline
+
+    sel = pipeline.stage_select(cfg, pipeline.load_resources(cfg))
+    feats = ", ".join(f"L{f.layer} {'+' if f.sign > 0 else '-'}#{f.index} (r={f.r:+.3f})" for f in sel.features)
+    feats = feats or ", ".join(f"L{l} vector" for l in sel.layers)
+    how = sel.mode if sel.method == "corrsteer" else f"{sel.mode}, {sel.method}"
+    print(f"selection ({how}): {feats or sel.note} -> {Path(cfg.out_dir()) / 'selection'}")
+    if sel.baseline_score is not None:
+        print(json.dumps({"baseline_val_score": sel.baseline_score,
+                          "candidates": [[c.layer, c.sign, c.score] for c in sel.candidates]}))
+
+
+_HANDLERS = {"run": _run, "demo": _run, "collect": _collect, "select": _select, "eval": _eval, "controls": _controls}

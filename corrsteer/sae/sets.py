@@ -1,0 +1,70 @@
+"""Resolving an SAE set from the command line's ``--sae``: ``"default"`` or SAE folders.
+
+Example:
+    >>> saes = load_saes("default", model, tokenizer, layers=(3, 6))        # doctest: +SKIP
+    >>> saes = load_saes("gs/layer_6/width_16k,gs/layer_9/width_16k", model, tokenizer)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from corrsteer.models import d_model, find_layers
+from corrsteer.sae.defaults import train_default_saes
+from corrsteer.sae.model import SAE
+
+__all__ = ["load_saes"]
+
+
+def load_saes(spec: str, model: Any, tokenizer: Any, layers: Sequence[int] | None = None,
+              progress: bool = True) -> dict[int, Any]:
+    """Resolve ``--sae``: a path, a comma list of paths, or ``"default"``.
+
+    Args:
+        spec: ``"default"`` (:func:`corrsteer.sae.defaults.train_default_saes`, cached) or SAE paths.
+        model, tokenizer: the model the SAEs are used with.
+        layers: keep only these layers (each must have an SAE); None = every SAE given
+            (for "default": ``corrsteer.sae.defaults.DEFAULT_LAYERS`` within the model's depth).
+        progress: tqdm bars while default SAEs are trained (first use only).
+
+    Returns:
+        ``{layer: SAE}`` sorted by layer.
+
+    Raises:
+        ValueError: no SAE for a requested layer, an SAE whose layer is unknown, two SAEs
+            for one layer, a layer beyond the model's depth, or a width mismatch.
+    """
+    n_layers = len(find_layers(model))
+    if layers is not None:
+        bad = [l for l in layers if not 0 <= l < n_layers]
+        if bad:
+            raise ValueError(f"layers {bad} are out of range: the model has {n_layers} layers (0..{n_layers - 1})")
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError("sae must be 'default' or one or more SAE paths separated by commas")
+    if spec.strip() == "default":
+        saes = dict(train_default_saes(model, tokenizer, layers=None if layers is None else list(layers), cache=True,
+                                       progress=progress))
+    else:
+        paths = [p.strip() for p in spec.split(",") if p.strip()]
+        single_layer = layers[0] if layers is not None and len(layers) == 1 and len(paths) == 1 else None
+        saes = {}
+        for path in paths:
+            sae = SAE.load(path, d_model=d_model(model), layer=single_layer)
+            if sae.layer is None:
+                raise ValueError(f"SAE {path!r} does not say which layer it reads; give one --sae path with "
+                                 "one --layers L, or save the SAE with its hook_name")
+            if sae.layer in saes:
+                raise ValueError(f"two SAEs for layer {sae.layer} ({path!r} and an earlier one); give one per layer")
+            saes[int(sae.layer)] = sae
+    if layers is not None:
+        missing = [l for l in layers if l not in saes]
+        if missing:
+            raise ValueError(f"no SAE for layers {missing}; the SAEs given cover layers {sorted(saes)}")
+        saes = {l: saes[l] for l in layers}
+    bad = [l for l in saes if not 0 <= l < n_layers]
+    if bad:
+        raise ValueError(f"SAEs for layers {bad} but the model has {n_layers} layers; load SAEs made for this model")
+    if not saes:
+        raise ValueError(f"no SAE was found for --sae {spec!r}")
+    return dict(sorted(saes.items()))
