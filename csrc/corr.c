@@ -172,7 +172,8 @@ static cs_status check_rewards(cs_corr_kind kind, const double *y, int64_t n)
  * passes over the slice: sums, then centred sums around the batch means) and fold
  * them into acc. Rows with y = 0 touch only the sum and the active count. Every
  * feature's sums run over the rows in order whatever the vector width, and nothing
- * is contracted into FMAs (-std=c99), so all builds give the same bits. */
+ * is contracted into FMAs (-ffp-contract=off and the pragma in internal.h: the
+ * AVX-512 target has FMA, the others not), so all builds give the same bits. */
 static CS_ALWAYS_INLINE void update_block_body(cs_corr *acc, const float *z, const double *y,
                                                int64_t n, int64_t d, int64_t j0, int64_t len,
                                                double sy, double mean_yb)

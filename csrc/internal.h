@@ -13,6 +13,17 @@
 
 #include "corrsteer.h"
 
+/* No contraction of a*b+c into an FMA anywhere in the core: the SIMD builds of a loop
+ * (internal.h's dispatch below) must round alike, and a target("avx512f") function
+ * has FMA available where the plain one has not. The build passes -ffp-contract=off;
+ * the C99 pragma keeps a build without that flag honest too. Clang honours it (and
+ * contracts by default without it); GCC ignores it (warning under -Wall) but never
+ * contracts in ISO C mode (-std=c99), so it is given to Clang alone. Deliberate
+ * fusion is written as fmaf(). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 /* Rows per GEMM for the whole-sequence kernels; the pooler uses its buffer_rows.
  * OpenBLAS packs W_enc once per call, so fewer, taller calls pack it less often:
  * measured at 512 x 2304 -> 16384, two 256-row chunks ran ~8% slower than one sgemm

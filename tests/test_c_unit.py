@@ -49,6 +49,14 @@ def test_c_unit_tests_pass_with_scipy_openblas(tmp_path):
 
 
 @needs_toolchain
+@pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed")
+def test_c_unit_tests_pass_with_clang(tmp_path):
+    # Clang contracts a*b+c into FMAs unless told not to; the SIMD builds must still agree.
+    out = run_make("test", tmp_path, "BLAS=none", "CC=clang")
+    assert out.count(", 0 failed") == len(C_TESTS), out
+
+
+@needs_toolchain
 def test_c_unit_tests_clean_under_asan_and_ubsan(tmp_path):
     probe = subprocess.run(["cc", "-fsanitize=address,undefined", "-x", "c", "-", "-o",
                             str(tmp_path / "probe")], input="int main(void){return 0;}",
