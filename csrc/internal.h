@@ -120,6 +120,21 @@ cs_status cs_pool_chunk(const cs_sae *sae, cs_work *w, const float *xc, const in
                         int64_t m, cs_pool_mode mode, float *max_state, double *sum_state,
                         int64_t *counts);
 
+/* ------------------------------------------------------------ accumulator */
+
+/* The accumulator's state: corr.c computes on it, corr_io.c copies it in and out.
+ * See corr.c for what each field holds. */
+enum { CS_ARR_MEAN, CS_ARR_M2, CS_ARR_MEAN_POS, CS_ARR_N_ACTIVE, CS_ARR_N_POS_ACTIVE,
+       CS_ARR_C_ZY, CS_ARR_COUNT };
+
+struct cs_corr {
+    int64_t d_sae;
+    cs_corr_kind kind;
+    int n_arrays;                  /* CS_ARR_COUNT */
+    double n, n_pos, mean_y, m2_y;
+    double *arr[CS_ARR_COUNT];     /* each (d_sae) */
+};
+
 /* 1 if all n values are finite. */
 int cs_all_finite(const float *x, int64_t n);
 

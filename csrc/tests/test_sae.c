@@ -1,7 +1,7 @@
 /*
  * test_sae.c -- encode, fused encode + pooling (whole sequences, tagged rows, the
  * streaming pooler) against the naive references in check.h, plus bad input; and
- * the small-row streaming sgemm (cs_sgemm_small, blas.c) against a naive double
+ * the small-row streaming sgemm (cs_sgemm_small, sgemm_small.c) against a naive double
  * product for every build this CPU runs (plain, AVX2+FMA, AVX-512+FMA) at 1 to 33
  * rows, with the encode and pooling paths around its cut-over (up to CS_SMALL_ROWS
  * rows stream on one BLAS thread; more rows, and any count on four threads, go to

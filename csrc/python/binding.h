@@ -1,5 +1,5 @@
 /*
- * binding.h -- private to the corrsteer._core extension (binding.c, py_pooler.c,
+ * binding.h -- private to the corrsteer._core extension (csrc/python: binding.c, py_pooler.c,
  * py_accumulator.c); the C library under csrc/ never sees it. Include it first in
  * those files, before any system header (Python.h must come first).
  *
