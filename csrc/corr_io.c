@@ -1,12 +1,13 @@
 /*
- * corr_io.c -- the accumulator's state in bytes: versioned, checksummed, and checked
- * on the way back in.
+ * corr_io.c -- the accumulator's state out and in: a copy into caller arrays, and
+ * bytes that are versioned, checksummed, and checked on the way back in.
  *
  * Layout, little-endian (CS_CORR_FORMAT_VERSION 1):
  *   0  magic "CSCORR\r\n" (8)   8  u32 version   12  u32 kind   16  i64 d_sae
  *   24 f64 n, n_pos, mean_y, m2_y
  *   56 6 x d_sae f64: mean, m2, mean_pos, n_active, n_pos_active, c_zy
  *   end-8  u64 FNV-1a 64 of every byte before it
+ * cs_corr_moments copies the same state into caller arrays instead of bytes.
  * Doubles travel as their IEEE-754 bits, so a round trip is exact. Deserialising
  * checks, in order: size >= 8, magic, size >= header, version, kind and d_sae, exact
  * size, checksum, then that the content is consistent.
@@ -17,6 +18,22 @@
 #include <string.h>
 
 #include "internal.h"
+
+cs_status cs_corr_moments(const cs_corr *acc, cs_corr_state *out)
+{
+    if (acc == NULL || out == NULL) return CS_ERR_NULL;
+    out->n = acc->n;
+    out->n_pos = acc->n_pos;
+    out->mean_y = acc->mean_y;
+    out->m2_y = acc->m2_y;
+    double *const dst[CS_ARR_COUNT] = {out->mean, out->m2, out->mean_pos, out->n_active,
+                                       out->n_pos_active, out->c_zy};
+    for (int a = 0; a < CS_ARR_COUNT; ++a)
+        if (dst[a] != NULL) memcpy(dst[a], acc->arr[a], (size_t)acc->d_sae * sizeof(double));
+    return CS_OK;
+}
+
+/* --------------------------------------------------------- serialisation */
 
 #define HEADER_BYTES 56
 

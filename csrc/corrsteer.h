@@ -205,6 +205,25 @@ double cs_corr_n(const cs_corr *acc);
 double cs_corr_n_pos(const cs_corr *acc);      /* sum of y */
 int64_t cs_corr_nbytes(const cs_corr *acc);    /* bytes of state */
 
+/* A copy of the raw state, for statistics the accumulator does not compute itself
+ * (class means, variances, 2x2 activity counts). The caller owns every array, each
+ * (d_sae) doubles; a NULL array is skipped. All kinds keep every field. */
+typedef struct cs_corr_state {
+    double n;              /* samples folded in */
+    double n_pos;          /* sum of y (binary: samples with y = 1) */
+    double mean_y;         /* mean of y */
+    double m2_y;           /* sum (y - mean_y)^2 */
+    double *mean;          /* mean of z */
+    double *m2;            /* sum (z - mean)^2 */
+    double *mean_pos;      /* sum(y z) / sum(y); 0 while n_pos == 0 */
+    double *n_active;      /* count of z > 0 */
+    double *n_pos_active;  /* sum y * 1[z > 0] */
+    double *c_zy;          /* sum (z - mean)(y - mean_y) */
+} cs_corr_state;
+
+/* Fill out's scalars and copy the state into its non-NULL arrays. */
+cs_status cs_corr_moments(const cs_corr *acc, cs_corr_state *out);
+
 /* r (d_sae). *degenerate = 1 (and r = 0) when all rewards are equal or n < 2. */
 cs_status cs_corr_correlation(const cs_corr *acc, double *r, int *degenerate);
 /* c (d_sae): sum(y z) / sum(y); active_only divides by sum(y * 1[z > 0]). 0 where undefined. */

@@ -175,6 +175,40 @@ fail:
     return ret;
 }
 
+/* The raw state as a dict: four float scalars and six (d_sae,) float64 arrays. */
+static PyObject *Acc_moments(AccObject *self, PyObject *noargs)
+{
+    (void)noargs;
+    static const char *const names[] = {"mean", "m2", "mean_pos", "n_active", "n_pos_active", "c_zy"};
+    enum { N_ARR = sizeof(names) / sizeof(names[0]) };
+    PyObject *arr[N_ARR] = {NULL}, *ret = NULL;
+    if (self->c == NULL) return acc_ready(self), NULL;
+    npy_intp dims[1] = {(npy_intp)cs_corr_d_sae(self->c)};
+    for (int a = 0; a < N_ARR; ++a)
+        if ((arr[a] = PyArray_SimpleNew(1, dims, NPY_FLOAT64)) == NULL) goto fail;
+    cs_corr_state state = {0};
+    state.mean = PyArray_DATA((PyArrayObject *)arr[0]);
+    state.m2 = PyArray_DATA((PyArrayObject *)arr[1]);
+    state.mean_pos = PyArray_DATA((PyArrayObject *)arr[2]);
+    state.n_active = PyArray_DATA((PyArrayObject *)arr[3]);
+    state.n_pos_active = PyArray_DATA((PyArrayObject *)arr[4]);
+    state.c_zy = PyArray_DATA((PyArrayObject *)arr[5]);
+    if (acc_ready(self) < 0) goto fail;
+    cs_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = cs_corr_moments(self->c, &state);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (st != CS_OK) { cs_py_raise_status(st, "moments"); goto fail; }
+    ret = Py_BuildValue("{s:d,s:d,s:d,s:d,s:O,s:O,s:O,s:O,s:O,s:O}", "n", state.n,
+                        "n_pos", state.n_pos, "mean_y", state.mean_y, "m2_y", state.m2_y,
+                        names[0], arr[0], names[1], arr[1], names[2], arr[2], names[3], arr[3],
+                        names[4], arr[4], names[5], arr[5]);
+fail:
+    for (int a = 0; a < N_ARR; ++a) Py_XDECREF(arr[a]);
+    return ret;
+}
+
 static PyObject *Acc_to_bytes(AccObject *self, PyObject *noargs)
 {
     (void)noargs;
@@ -225,6 +259,9 @@ static PyMethodDef Acc_methods[] = {
     {"coefficient", (PyCFunction)Acc_coefficient, METH_VARARGS, "coefficient(active_only=False) -> (d_sae,)"},
     {"frequency", (PyCFunction)Acc_frequency, METH_NOARGS, "frequency() -> (d_sae,)"},
     {"top", (PyCFunction)Acc_top, METH_VARARGS, "top(k, sign) -> (index (m,), r (m,)), m <= k"},
+    {"moments", (PyCFunction)Acc_moments, METH_NOARGS,
+     "moments() -> {n, n_pos, mean_y, m2_y: float; mean, m2, mean_pos, n_active, n_pos_active, "
+     "c_zy: (d_sae,) float64}, a copy of the raw state"},
     {"to_bytes", (PyCFunction)Acc_to_bytes, METH_NOARGS, "versioned, checksummed bytes"},
     {"from_bytes", (PyCFunction)Acc_from_bytes, METH_O | METH_CLASS, "from_bytes(b) -> Accumulator"},
     {NULL, NULL, 0, NULL}
