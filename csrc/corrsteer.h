@@ -145,6 +145,15 @@ cs_status cs_sae_pool_rows(const cs_sae *sae, const float *x, const int64_t *seq
                            int64_t n_rows, int64_t n_seq, cs_pool_mode mode,
                            float *max_state, double *sum_state, int64_t *counts);
 
+/*
+ * The final z (n_seq, d_sae) from a pooled state (of cs_sae_pool_rows):
+ * MAX copies max_state (z may be max_state itself); MEAN gives
+ * z = (float)(sum_state * (1.0 / counts)), 0 where counts == 0, the formula
+ * cs_sae_encode_pooled and cs_pooler_result use. counts (n_seq) >= 0.
+ */
+cs_status cs_pool_finalize(cs_pool_mode mode, const float *max_state, const double *sum_state,
+                           const int64_t *counts, int64_t n_seq, int64_t d_sae, float *z);
+
 /* ---------------------------------------------------------------- pooler */
 
 typedef struct cs_pooler cs_pooler;

@@ -5,6 +5,11 @@
  *   max:  z[s] = max(0, max_{rows r of s} f(x_r))
  *   mean: z[s] = sum_{rows r of s} f(x_r) / count[s], 0 when count[s] == 0
  *
+ * The mean is finalised in one place, cs_pool_finalize, for every path (whole
+ * sequences, tagged rows, the pooler): (float)(sum * (1.0 / count)), the double
+ * sum times the double reciprocal, rounded once to float. Every path therefore
+ * gives the same bits for the same rows.
+ *
  * Rows to pool are gathered (and centred by b_dec if the SAE asks) into chunks and
  * handed to cs_pool_chunk (sae.c), which runs one sgemm per column block for the
  * whole chunk. Sums are kept in double so a mean over thousands of tokens loses
@@ -121,18 +126,42 @@ cs_status cs_sae_encode_pooled(const cs_sae *sae, const float *x, const uint8_t 
         (st = cs_alloc(n_state, sizeof(double), 1, (void **)&sum)) != CS_OK) goto fail;
     st = gather_and_pool(sae, x, n_rows, NULL, mask, n_tok > 0 ? n_tok : 1, mode,
                          mode == CS_POOL_MAX ? z : NULL, sum, counts);
-    if (st == CS_OK && mode == CS_POOL_MEAN) {
-        for (int64_t s = 0; s < n_seq; ++s) {
-            if (counts[s] == 0) continue;
-            const double inv = 1.0 / (double)counts[s];
-            for (int64_t j = 0; j < sae->d_sae; ++j)
-                z[s * sae->d_sae + j] = (float)(sum[s * sae->d_sae + j] * inv);
-        }
-    }
+    if (st == CS_OK && mode == CS_POOL_MEAN)
+        st = cs_pool_finalize(mode, NULL, sum, counts, n_seq, sae->d_sae, z);
 fail:
     free(sum);
     free(counts);
     return st;
+}
+
+cs_status cs_pool_finalize(cs_pool_mode mode, const float *max_state, const double *sum_state,
+                           const int64_t *counts, int64_t n_seq, int64_t d_sae, float *z)
+{
+    if (mode != CS_POOL_MAX && mode != CS_POOL_MEAN) return CS_ERR_ARG;
+    if (n_seq < 1 || d_sae < 1) return CS_ERR_SIZE;
+    int64_t n_state;
+    cs_status st = cs_mul(n_seq, d_sae, &n_state);
+    if (st != CS_OK) return st;
+    if (z == NULL) return CS_ERR_NULL;
+    if (mode == CS_POOL_MAX) {
+        if (max_state == NULL) return CS_ERR_NULL;
+        if (z != max_state) memcpy(z, max_state, (size_t)n_state * sizeof(float));
+        return CS_OK;
+    }
+    if (sum_state == NULL || counts == NULL) return CS_ERR_NULL;
+    for (int64_t s = 0; s < n_seq; ++s)
+        if (counts[s] < 0) return CS_ERR_SIZE;
+    for (int64_t s = 0; s < n_seq; ++s) {
+        float *zs = z + s * d_sae;
+        const double *sum = sum_state + s * d_sae;
+        if (counts[s] == 0) {
+            memset(zs, 0, (size_t)d_sae * sizeof(float));
+            continue;
+        }
+        const double inv = 1.0 / (double)counts[s];
+        for (int64_t j = 0; j < d_sae; ++j) zs[j] = (float)(sum[j] * inv);
+    }
+    return CS_OK;
 }
 
 /* ---------------------------------------------------------------- pooler */
@@ -250,16 +279,8 @@ cs_status cs_pooler_result(cs_pooler *p, const cs_sae *sae, float *z, int64_t *c
     if (p == NULL || z == NULL) return CS_ERR_NULL;
     cs_status st = cs_pooler_flush(p, sae);
     if (st != CS_OK) return st;
-    const int64_t d_sae = p->d_sae;
-    if (p->mode == CS_POOL_MAX) {
-        memcpy(z, p->max_state, (size_t)(p->n_seq * d_sae) * sizeof(float));
-    } else {
-        for (int64_t s = 0; s < p->n_seq; ++s) {
-            const double inv = p->counts[s] > 0 ? 1.0 / (double)p->counts[s] : 0.0;
-            for (int64_t j = 0; j < d_sae; ++j)
-                z[s * d_sae + j] = (float)(p->sum_state[s * d_sae + j] * inv);
-        }
-    }
+    st = cs_pool_finalize(p->mode, p->max_state, p->sum_state, p->counts, p->n_seq, p->d_sae, z);
+    if (st != CS_OK) return st;
     if (counts != NULL) memcpy(counts, p->counts, (size_t)p->n_seq * sizeof(int64_t));
     return CS_OK;
 }

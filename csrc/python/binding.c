@@ -243,10 +243,8 @@ static PyObject *py_sae_pool_rows(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     st = cs_sae_pool_rows(&s.view, PyArray_DATA(x), PyArray_DATA(seq), DIM(x, 0), n_seq,
                           (cs_pool_mode)mode, mode == CS_POOL_MAX ? zp : NULL, sum, cp);
-    if (st == CS_OK && sum != NULL)
-        for (int64_t i = 0; i < (int64_t)n_seq; ++i)
-            for (int64_t j = 0; j < s.view.d_sae; ++j)
-                zp[i * s.view.d_sae + j] = cp[i] ? (float)(sum[i * s.view.d_sae + j] / (double)cp[i]) : 0.0f;
+    if (st == CS_OK)  /* MAX: z is the state already; MEAN: z = sum / counts */
+        st = cs_pool_finalize((cs_pool_mode)mode, zp, sum, cp, n_seq, s.view.d_sae, zp);
     Py_END_ALLOW_THREADS
     if (st != CS_OK) { cs_py_raise_status(st, "sae_pool_rows(x, seq)"); goto fail; }
     result = PyTuple_Pack(2, z, counts);
