@@ -147,17 +147,66 @@ int cs_py_check_x(PyArrayObject *x, const cs_py_sae_refs *s, const char *name)
     return 0;
 }
 
-int cs_py_rows_and_seq(PyObject *x_obj, PyObject *seq_obj, const cs_py_sae_refs *s, PyArrayObject **x,
-                       PyArrayObject **seq)
+/* seq as given (no cast yet): an integer array of n values. */
+static PyArrayObject *seq_as_given(PyObject *obj, int64_t n)
 {
-    if ((*x = cs_py_as_array(x_obj, NPY_FLOAT32, 2, "x")) == NULL || cs_py_check_x(*x, s, "x") < 0) return -1;
-    if ((*seq = cs_py_as_array(seq_obj, NPY_INT64, 1, "seq")) == NULL) return -1;
-    if (DIM(*seq, 0) != DIM(*x, 0)) {
-        PyErr_Format(PyExc_ValueError, "seq has %lld entries but x has %lld rows",
-                     (long long)DIM(*seq, 0), (long long)DIM(*x, 0));
-        return -1;
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROM_O(obj);
+    if (a == NULL) return NULL;
+    if (!PyArray_ISINTEGER(a)) {
+        PyErr_Format(PyExc_TypeError, "seq must be an integer array of sequence indices, got dtype %S",
+                     (PyObject *)PyArray_DESCR(a));
+    } else if (PyArray_NDIM(a) != 1 || DIM(a, 0) != n) {
+        PyErr_Format(PyExc_ValueError, "seq must have one entry per row of x (%lld), got %d-D with "
+                     "%lld entries", (long long)n, PyArray_NDIM(a), (long long)PyArray_SIZE(a));
+    } else {
+        return a;
     }
-    return 0;
+    Py_DECREF(a);
+    return NULL;
+}
+
+int cs_py_rows_and_seq(PyObject *x_obj, PyObject *seq_obj, const cs_py_sae_refs *s, int64_t n_seq,
+                       PyArrayObject **x, PyArrayObject **seq)
+{
+    PyArrayObject *given = NULL, *wide = NULL;
+    if ((*x = cs_py_as_array(x_obj, NPY_FLOAT32, 2, "x")) == NULL || cs_py_check_x(*x, s, "x") < 0) return -1;
+    const int64_t n = DIM(*x, 0);
+    if ((given = seq_as_given(seq_obj, n)) == NULL) return -1;
+    /* Widen without changing any value (signed -> int64, unsigned -> uint64), check the
+     * range there, and only then make the int64 array the core reads. */
+    const int is_unsigned = PyArray_ISUNSIGNED(given);
+    wide = (PyArrayObject *)PyArray_FROM_OTF((PyObject *)given, is_unsigned ? NPY_UINT64 : NPY_INT64,
+                                             NPY_ARRAY_IN_ARRAY);
+    if (wide == NULL) goto fail;
+    for (int64_t i = 0; i < n; ++i) {
+        if (is_unsigned) {
+            const unsigned long long v = ((const uint64_t *)PyArray_DATA(wide))[i];
+            if (v >= (unsigned long long)n_seq) {
+                PyErr_Format(PyExc_ValueError, "seq[%lld] = %llu is outside [-1, %lld): -1 skips a "
+                             "row, 0..n_seq-1 names its sequence", (long long)i, v, (long long)n_seq);
+                goto fail;
+            }
+        } else {
+            const long long v = ((const int64_t *)PyArray_DATA(wide))[i];
+            if (v < -1 || v >= (long long)n_seq) {
+                PyErr_Format(PyExc_ValueError, "seq[%lld] = %lld is outside [-1, %lld): -1 skips a "
+                             "row, 0..n_seq-1 names its sequence", (long long)i, v, (long long)n_seq);
+                goto fail;
+            }
+        }
+    }
+    if (is_unsigned) {  /* every value < n_seq <= INT64_MAX: the cast is exact */
+        *seq = (PyArrayObject *)PyArray_Cast(wide, NPY_INT64);
+        Py_DECREF(wide);
+    } else {
+        *seq = wide;
+    }
+    Py_DECREF(given);
+    return *seq != NULL ? 0 : -1;
+fail:
+    Py_XDECREF(given);
+    Py_XDECREF(wide);
+    return -1;
 }
 
 static PyObject *py_sae_encode(PyObject *self, PyObject *args)
@@ -228,8 +277,8 @@ static PyObject *py_sae_pool_rows(PyObject *self, PyObject *args)
     cs_py_sae_refs s;
     if (!PyArg_ParseTuple(args, "OOOLi", &sae_obj, &x_obj, &seq_obj, &n_seq, &mode)) return NULL;
     if (cs_py_sae_parse(sae_obj, &s) < 0) return NULL;
-    if (cs_py_rows_and_seq(x_obj, seq_obj, &s, &x, &seq) < 0) goto fail;
     if (n_seq < 1) { PyErr_SetString(PyExc_ValueError, "n_seq must be >= 1"); goto fail; }
+    if (cs_py_rows_and_seq(x_obj, seq_obj, &s, n_seq, &x, &seq) < 0) goto fail;
     npy_intp dims[2] = {(npy_intp)n_seq, (npy_intp)s.view.d_sae}, cdim[1] = {(npy_intp)n_seq};
     if ((z = PyArray_ZEROS(2, dims, NPY_FLOAT32, 0)) == NULL) goto fail;
     if ((counts = PyArray_ZEROS(1, cdim, NPY_INT64, 0)) == NULL) goto fail;

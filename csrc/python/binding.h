@@ -54,10 +54,12 @@ typedef struct {
 CS_PY_INTERNAL int cs_py_sae_parse(PyObject *args, cs_py_sae_refs *s);
 CS_PY_INTERNAL void cs_py_sae_release(cs_py_sae_refs *s);
 CS_PY_INTERNAL int cs_py_check_x(PyArrayObject *x, const cs_py_sae_refs *s, const char *name);
-/* x (n, d_in) float32 and seq (n,) int64 of the same length, checked against the SAE;
- * -1 with an exception set (the caller releases whatever was set in *x and *seq). */
+/* x (n, d_in) float32 and seq (n,) of any integer dtype, the same length, x checked
+ * against the SAE and every seq value in [-1, n_seq) *before* it becomes the int64
+ * array *seq (a uint64 2**64 - 1 must not wrap to -1, "skip the row"); -1 with an
+ * exception set (the caller releases whatever was set in *x and *seq). */
 CS_PY_INTERNAL int cs_py_rows_and_seq(PyObject *x_obj, PyObject *seq_obj, const cs_py_sae_refs *s,
-                                      PyArrayObject **x, PyArrayObject **seq);
+                                      int64_t n_seq, PyArrayObject **x, PyArrayObject **seq);
 
 CS_PY_INTERNAL extern PyTypeObject cs_py_PoolerType;       /* py_pooler.c */
 CS_PY_INTERNAL extern PyTypeObject cs_py_AccumulatorType;  /* py_accumulator.c */

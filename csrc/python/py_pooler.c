@@ -49,8 +49,9 @@ static PyObject *Pooler_push(PoolerObject *self, PyObject *args)
     PyArrayObject *x = NULL, *seq = NULL;
     cs_py_sae_refs s;
     if (!PyArg_ParseTuple(args, "OOO", &sae_obj, &x_obj, &seq_obj)) return NULL;
+    if (self->p == NULL) return pooler_ready(self), NULL;
     if (cs_py_sae_parse(sae_obj, &s) < 0) return NULL;
-    if (cs_py_rows_and_seq(x_obj, seq_obj, &s, &x, &seq) < 0) goto fail;
+    if (cs_py_rows_and_seq(x_obj, seq_obj, &s, cs_pooler_n_seq(self->p), &x, &seq) < 0) goto fail;
     if (pooler_ready(self) < 0) goto fail;
     cs_status st;
     Py_BEGIN_ALLOW_THREADS
