@@ -9,9 +9,9 @@
  *   c_zy      sum (z - mean)(y - mean_y)
  * A batch is reduced exactly in double (two passes: its means, then its centred
  * sums), one block of BLOCK features at a time so that the block's sums stay in L1
- * and its slice of z in L2 between the passes (no work arrays are allocated; the
- * block loop has AVX2 and AVX-512 builds picked at run time, see internal.h), and
- * each block is combined with the state by Chan et al.'s pairwise formula
+ * and a private copy of its slice of z in L2 between the passes (the block loop has
+ * AVX2 and AVX-512 builds picked at run time, see internal.h); the reduced batch is
+ * then combined with the state by Chan et al.'s pairwise formula
  *   delta = mean_b - mean_a, n = n_a + n_b
  *   mean = mean_a + delta n_b / n,  m2 = m2_a + m2_b + delta^2 n_a n_b / n
  *   c_zy = c_a + c_b + delta_z delta_y n_a n_b / n
@@ -155,29 +155,29 @@ static cs_status check_rewards(cs_corr_kind kind, const double *y, int64_t n)
 }
 
 /* Features per block of an update: the block's six double arrays (6 x 4 KiB) stay in
- * L1 while every row of z passes over them, and its (n x BLOCK) slice of z stays in
- * L2 for the second pass. */
+ * L1 while every row of z passes over them, and its (n x BLOCK) copy of z stays in
+ * L2 for the second pass. A tall batch takes narrower blocks, so that the copy stays
+ * under ZBUF_ELEMS floats (at least 16 columns); the width changes no result. */
 #define BLOCK 512
+#define ZBUF_ELEMS (512 * 512)
 
-/* Reduce features [j0, j0 + len) of the batch z (n, d) exactly in double (two
- * passes over the slice: sums, then centred sums around the batch means) and fold
- * them into acc. Rows with y = 0 touch only the sum and the active count. Every
- * feature's sums run over the rows in order whatever the vector width, and nothing
- * is contracted into FMAs (-ffp-contract=off and the pragma in internal.h: the
- * AVX-512 target has FMA, the others not), so all builds give the same bits. */
-static CS_ALWAYS_INLINE void update_block_body(cs_corr *acc, const float *z, const double *y,
-                                               int64_t n, int64_t d, int64_t j0, int64_t len,
-                                               double sy, double mean_yb)
+/* Reduce one block of the batch exactly in double (two passes over zb: sums, then
+ * centred sums around the batch means) into out[a][0 .. len), laid out like the
+ * state. zb (n, len) is the caller's private copy of the block, already checked
+ * finite; rows with y = 0 touch only the sum and the active count. Every feature's
+ * sums run over the rows in order whatever the vector width, and nothing is
+ * contracted into FMAs (-ffp-contract=off and the pragma in internal.h: the AVX-512
+ * target has FMA, the others not), so all builds give the same bits. */
+static CS_ALWAYS_INLINE void update_block_body(const float *zb, const double *y, int64_t n,
+                                               int64_t len, double sy, double mean_yb,
+                                               double *const out[CS_ARR_COUNT])
 {
-    double mean[BLOCK], m2[BLOCK], syz[BLOCK], act[BLOCK], pact[BLOCK], czy[BLOCK];
-    memset(mean, 0, (size_t)len * sizeof(double));
-    memset(m2, 0, (size_t)len * sizeof(double));
-    memset(syz, 0, (size_t)len * sizeof(double));
-    memset(act, 0, (size_t)len * sizeof(double));
-    memset(pact, 0, (size_t)len * sizeof(double));
-    memset(czy, 0, (size_t)len * sizeof(double));
+    double *restrict mean = out[CS_ARR_MEAN], *restrict m2 = out[CS_ARR_M2];
+    double *restrict syz = out[CS_ARR_MEAN_POS], *restrict act = out[CS_ARR_N_ACTIVE];
+    double *restrict pact = out[CS_ARR_N_POS_ACTIVE], *restrict czy = out[CS_ARR_C_ZY];
+    for (int a = 0; a < CS_ARR_COUNT; ++a) memset(out[a], 0, (size_t)len * sizeof(double));
     for (int64_t i = 0; i < n; ++i) {
-        const float *restrict zi = z + i * d + j0;
+        const float *restrict zi = zb + i * len;
         const double yi = y[i];
         /* compares in double so that the selects vectorise (same lane width) */
         for (int64_t j = 0; j < len; ++j) {
@@ -198,7 +198,7 @@ static CS_ALWAYS_INLINE void update_block_body(cs_corr *acc, const float *z, con
         syz[j] = sy > 0.0 ? syz[j] / sy : 0.0;   /* now the batch mean_pos */
     }
     for (int64_t i = 0; i < n; ++i) {
-        const float *restrict zi = z + i * d + j0;
+        const float *restrict zi = zb + i * len;
         const double dy = y[i] - mean_yb;
         for (int64_t j = 0; j < len; ++j) {
             const double dz = (double)zi[j] - mean[j];
@@ -206,33 +206,31 @@ static CS_ALWAYS_INLINE void update_block_body(cs_corr *acc, const float *z, con
             czy[j] += dz * dy;
         }
     }
-    const double *const b[CS_ARR_COUNT] = {mean, m2, syz, act, pact, czy};
-    combine_features(acc, j0, j0 + len, nb, sy, mean_yb, b);
 }
 
-typedef void update_fn(cs_corr *, const float *, const double *, int64_t, int64_t, int64_t,
-                       int64_t, double, double);
+typedef void update_fn(const float *, const double *, int64_t, int64_t, double, double,
+                       double *const[CS_ARR_COUNT]);
 
-static void update_block_plain(cs_corr *acc, const float *z, const double *y, int64_t n,
-                               int64_t d, int64_t j0, int64_t len, double sy, double mean_yb)
+static void update_block_plain(const float *zb, const double *y, int64_t n, int64_t len,
+                               double sy, double mean_yb, double *const out[CS_ARR_COUNT])
 {
-    update_block_body(acc, z, y, n, d, j0, len, sy, mean_yb);
+    update_block_body(zb, y, n, len, sy, mean_yb, out);
 }
 
 #if defined(CS_X86_DISPATCH)
 /* measured at 64 x 16384: 1.3x (AVX2) and 1.4x (AVX-512) faster than SSE2 */
 __attribute__((target("avx2")))
-static void update_block_avx2(cs_corr *acc, const float *z, const double *y, int64_t n,
-                              int64_t d, int64_t j0, int64_t len, double sy, double mean_yb)
+static void update_block_avx2(const float *zb, const double *y, int64_t n, int64_t len,
+                              double sy, double mean_yb, double *const out[CS_ARR_COUNT])
 {
-    update_block_body(acc, z, y, n, d, j0, len, sy, mean_yb);
+    update_block_body(zb, y, n, len, sy, mean_yb, out);
 }
 
 __attribute__((target("avx512f,avx2")))
-static void update_block_avx512(cs_corr *acc, const float *z, const double *y, int64_t n,
-                                int64_t d, int64_t j0, int64_t len, double sy, double mean_yb)
+static void update_block_avx512(const float *zb, const double *y, int64_t n, int64_t len,
+                                double sy, double mean_yb, double *const out[CS_ARR_COUNT])
 {
-    update_block_body(acc, z, y, n, d, j0, len, sy, mean_yb);
+    update_block_body(zb, y, n, len, sy, mean_yb, out);
 }
 #endif
 
@@ -252,6 +250,11 @@ cs_status cs_corr_update(cs_corr *acc, const float *z, const double *y, int64_t 
     return cs_corr_update_simd(cs_simd_best(), acc, z, y, n);
 }
 
+/* Every value of z and y is read from the caller's arrays exactly once, into private
+ * copies that are validated and then alone computed on: another thread writing into
+ * z or y meanwhile cannot slip a NaN or a bad reward past the checks, nor give the
+ * two passes different values. The whole batch is reduced into `stage` before any of
+ * it is folded into the state, so an error leaves the state unchanged. */
 cs_status cs_corr_update_simd(int level, cs_corr *acc, const float *z, const double *y,
                               int64_t n)
 {
@@ -260,23 +263,47 @@ cs_status cs_corr_update_simd(int level, cs_corr *acc, const float *z, const dou
     if (acc == NULL || z == NULL || y == NULL) return CS_ERR_NULL;
     if (n < 1) return CS_ERR_SIZE;
     const int64_t d = acc->d_sae;
-    int64_t elems;
+    int64_t elems, n_stage;
     cs_status st = cs_mul(n, d, &elems);
     if (st != CS_OK) return st;
-    if ((st = check_rewards(acc->kind, y, n)) != CS_OK) return st;
-    /* Checked before anything is folded, so an error leaves the state unchanged;
-     * finite float32 values cannot overflow a double sum. */
-    if (!cs_all_finite(z, elems)) return CS_ERR_NONFINITE;
+    if ((st = cs_mul(d, CS_ARR_COUNT, &n_stage)) != CS_OK) return st;
+    int64_t width = ZBUF_ELEMS / n;
+    width = width >= BLOCK ? BLOCK : (width < 16 ? 16 : width - width % 16);
+    if (width > d) width = d;
+    int64_t n_zbuf;
+    if ((st = cs_mul(n, width, &n_zbuf)) != CS_OK) return st;
+    double *ycopy = NULL, *stage = NULL;
+    float *zbuf = NULL;
+    if ((st = cs_alloc(n, sizeof(double), 0, (void **)&ycopy)) != CS_OK) goto done;
+    if ((st = cs_alloc(n_stage, sizeof(double), 0, (void **)&stage)) != CS_OK) goto done;
+    if ((st = cs_alloc(n_zbuf, sizeof(float), 0, (void **)&zbuf)) != CS_OK) goto done;
+    memcpy(ycopy, y, (size_t)n * sizeof(double));
+    if ((st = check_rewards(acc->kind, ycopy, n)) != CS_OK) goto done;
 
     double sy = 0.0;
-    for (int64_t i = 0; i < n; ++i) sy += y[i];
+    for (int64_t i = 0; i < n; ++i) sy += ycopy[i];
     const double nb = (double)n, mean_yb = sy / nb;
     double m2_yb = 0.0;
-    for (int64_t i = 0; i < n; ++i) m2_yb += (y[i] - mean_yb) * (y[i] - mean_yb);
-    for (int64_t j0 = 0; j0 < d; j0 += BLOCK)
-        update_block(acc, z, y, n, d, j0, d - j0 < BLOCK ? d - j0 : BLOCK, sy, mean_yb);
+    for (int64_t i = 0; i < n; ++i) m2_yb += (ycopy[i] - mean_yb) * (ycopy[i] - mean_yb);
+    double *b[CS_ARR_COUNT];
+    for (int a = 0; a < CS_ARR_COUNT; ++a) b[a] = stage + a * d;
+    for (int64_t j0 = 0; j0 < d; j0 += width) {
+        const int64_t len = d - j0 < width ? d - j0 : width;
+        for (int64_t i = 0; i < n; ++i)
+            memcpy(zbuf + i * len, z + i * d + j0, (size_t)len * sizeof(float));
+        /* finite float32 values cannot overflow a double sum */
+        if (!cs_all_finite(zbuf, n * len)) { st = CS_ERR_NONFINITE; goto done; }
+        double *const out[CS_ARR_COUNT] = {b[0] + j0, b[1] + j0, b[2] + j0, b[3] + j0, b[4] + j0, b[5] + j0};
+        update_block(zbuf, ycopy, n, len, sy, mean_yb, out);
+    }
+    combine_features(acc, 0, d, nb, sy, mean_yb, (const double *const *)b);
     combine_scalars(acc, nb, sy, mean_yb, m2_yb);
-    return CS_OK;
+    st = CS_OK;
+done:
+    free(ycopy);
+    free(stage);
+    free(zbuf);
+    return st;
 }
 
 cs_status cs_corr_merge(cs_corr *acc, const cs_corr *other)

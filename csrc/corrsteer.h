@@ -71,7 +71,8 @@ typedef enum cs_status {
     CS_ERR_FORMAT_MAGIC = 12,    /* serialised bytes do not start with the corrsteer magic */
     CS_ERR_FORMAT_VERSION = 13,  /* serialised by an unknown format version */
     CS_ERR_FORMAT_CHECKSUM = 14, /* checksum mismatch: the bytes were altered */
-    CS_ERR_FORMAT_CORRUPT = 15   /* checksum passes but the content is inconsistent */
+    CS_ERR_FORMAT_CORRUPT = 15,  /* checksum passes but the content is inconsistent */
+    CS_ERR_STATE = 16            /* an accumulator's state is inconsistent (cs_corr_check) */
 } cs_status;
 
 /* A static, human-readable description of a status (never NULL). */
@@ -243,12 +244,33 @@ cs_status cs_corr_frequency(const cs_corr *acc, double *freq);
 cs_status cs_corr_top(const cs_corr *acc, int64_t k, cs_sign sign,
                       int64_t *index, double *r, int64_t *n_out);
 
+/*
+ * CS_OK if the state is one that updates and merges could have produced, else
+ * CS_ERR_STATE and, if reason is not NULL, the first violation as a NUL-terminated
+ * string (reason_size bytes; 256 is plenty), e.g. "c_zy[3] = 5 exceeds sqrt(m2[3]
+ * m2_y) = 2 (|r| > 1)". Checked: finite values; n a count, zero state when n = 0;
+ * 0 <= n_pos <= n (a count for binary); mean_y = n_pos / n; m2_y = n_pos (n - n_pos)
+ * / n for binary, at most that for pearson; per feature m2 >= 0 (0 when n = 1),
+ * means in the float32 range, n_active a count <= n, 0 <= n_pos_active <=
+ * min(n_active, n_pos), n_active - n_pos_active <= n - n_pos, mean_pos = c_zy = 0
+ * when n_pos = 0, |c_zy| <= sqrt(m2 m2_y), c_zy = n_pos (mean_pos - mean). Relations
+ * that rounding bends hold within 1e-6 + 16 eps n relative to their scale.
+ */
+cs_status cs_corr_check(const cs_corr *acc, char *reason, int64_t reason_size);
+
 /* Versioned bytes: magic, version, kind, d_sae, counts, 6 arrays, FNV-1a 64 checksum. */
 #define CS_CORR_MAGIC "CSCORR\r\n"
 #define CS_CORR_FORMAT_VERSION 1u
 int64_t cs_corr_serialized_size(const cs_corr *acc);
+/* CS_ERR_STATE (nothing written) if cs_corr_check refuses the state: every byte
+ * string this writes, cs_corr_deserialize accepts. */
 cs_status cs_corr_serialize(const cs_corr *acc, uint8_t *buf, int64_t size);
+/* CS_ERR_FORMAT_* for bytes that are malformed, altered (checksum) or whose content
+ * fails cs_corr_check (CS_ERR_FORMAT_CORRUPT). */
 cs_status cs_corr_deserialize(cs_corr **out, const uint8_t *buf, int64_t size);
+/* As cs_corr_deserialize; on failure also a NUL-terminated reason, as cs_corr_check. */
+cs_status cs_corr_deserialize_reason(cs_corr **out, const uint8_t *buf, int64_t size,
+                                     char *reason, int64_t reason_size);
 
 /* -------------------------------------------------------------- steering */
 

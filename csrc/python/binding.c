@@ -16,7 +16,8 @@
 #define CS_PY_IMPORT_ARRAY  /* this file alone defines NumPy's API table and imports it */
 #include "binding.h"
 
-static PyObject *FormatError = NULL;  /* subclass of CorrsteerError and ValueError */
+static PyObject *FormatError = NULL;     /* subclass of CorrsteerError and ValueError */
+static PyObject *CorrsteerError = NULL;  /* corrsteer.errors.CorrsteerError: the core's own failures */
 
 #ifndef CS_COMPILER
 #define CS_COMPILER "unknown"
@@ -27,6 +28,13 @@ static PyObject *FormatError = NULL;  /* subclass of CorrsteerError and ValueErr
 
 PyObject *cs_py_raise_status(cs_status st, const char *what)
 {
+    return cs_py_raise_detail(st, what, NULL);
+}
+
+PyObject *cs_py_raise_detail(cs_status st, const char *what, const char *detail)
+{
+    const char *sep = detail != NULL && detail[0] != '\0' ? ": " : "";
+    if (*sep == '\0') detail = "";
     switch (st) {
     case CS_OK:
         PyErr_Format(PyExc_SystemError, "%s: raise_status called with CS_OK", what);
@@ -36,10 +44,13 @@ PyObject *cs_py_raise_status(cs_status st, const char *what)
         break;
     case CS_ERR_FORMAT_SIZE: case CS_ERR_FORMAT_MAGIC: case CS_ERR_FORMAT_VERSION:
     case CS_ERR_FORMAT_CHECKSUM: case CS_ERR_FORMAT_CORRUPT:
-        PyErr_Format(FormatError, "%s: %s", what, cs_status_to_string(st));
+        PyErr_Format(FormatError, "%s: %s%s%s", what, cs_status_to_string(st), sep, detail);
+        break;
+    case CS_ERR_STATE:
+        PyErr_Format(CorrsteerError, "%s: %s%s%s", what, cs_status_to_string(st), sep, detail);
         break;
     default:
-        PyErr_Format(PyExc_ValueError, "%s: %s", what, cs_status_to_string(st));
+        PyErr_Format(PyExc_ValueError, "%s: %s%s%s", what, cs_status_to_string(st), sep, detail);
         break;
     }
     return NULL;
@@ -434,6 +445,7 @@ PyMODINIT_FUNC PyInit__core(void)
     if (PyType_Ready(&cs_py_PoolerType) < 0 || PyType_Ready(&cs_py_AccumulatorType) < 0) return NULL;
     if ((errors = PyImport_ImportModule("corrsteer.errors")) == NULL) goto fail;
     if ((base = PyObject_GetAttrString(errors, "CorrsteerError")) == NULL) goto fail;
+    Py_XSETREF(CorrsteerError, Py_NewRef(base));
     if ((bases = PyTuple_Pack(2, base, PyExc_ValueError)) == NULL) goto fail;
     if ((FormatError = PyErr_NewExceptionWithDoc("corrsteer._core.FormatError",
             "Serialised accumulator bytes are malformed (truncated, wrong magic/version, "

@@ -37,6 +37,9 @@
 
 /* Map a failed cs_status to an exception ("<what>: <reason>"); always returns NULL. */
 CS_PY_INTERNAL PyObject *cs_py_raise_status(cs_status st, const char *what);
+/* The same, with the core's detail appended ("<what>: <reason>: <detail>") when
+ * detail is neither NULL nor empty. */
+CS_PY_INTERNAL PyObject *cs_py_raise_detail(cs_status st, const char *what, const char *detail);
 
 /* Convert obj to an aligned C-contiguous array of type; NULL (exception set) on failure. */
 CS_PY_INTERNAL PyArrayObject *cs_py_as_array(PyObject *obj, int type, int ndim, const char *name);

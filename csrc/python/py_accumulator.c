@@ -219,12 +219,14 @@ static PyObject *Acc_to_bytes(AccObject *self, PyObject *noargs)
     if (b == NULL) return NULL;
     if (acc_ready(self) < 0) { Py_DECREF(b); return NULL; }
     cs_status st;
+    char reason[256] = "";
     uint8_t *buf = (uint8_t *)PyBytes_AS_STRING(b);
     Py_BEGIN_ALLOW_THREADS
     st = cs_corr_serialize(self->c, buf, size);
+    if (st == CS_ERR_STATE) cs_corr_check(self->c, reason, sizeof(reason));  /* say why */
     Py_END_ALLOW_THREADS
     self->busy = 0;
-    if (st != CS_OK) { Py_DECREF(b); return cs_py_raise_status(st, "to_bytes"); }
+    if (st != CS_OK) { Py_DECREF(b); return cs_py_raise_detail(st, "to_bytes", reason); }
     return b;
 }
 
@@ -234,11 +236,12 @@ static PyObject *Acc_from_bytes(PyObject *cls, PyObject *arg)
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     cs_corr *c = NULL;
     cs_status st;
+    char reason[256] = "";
     Py_BEGIN_ALLOW_THREADS
-    st = cs_corr_deserialize(&c, view.buf, (int64_t)view.len);
+    st = cs_corr_deserialize_reason(&c, view.buf, (int64_t)view.len, reason, sizeof(reason));
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    if (st != CS_OK) return cs_py_raise_status(st, "from_bytes");
+    if (st != CS_OK) return cs_py_raise_detail(st, "from_bytes", reason);
     AccObject *self = (AccObject *)((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0);
     if (self == NULL) { cs_corr_free(c); return NULL; }
     self->c = c;
