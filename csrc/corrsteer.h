@@ -124,7 +124,8 @@ typedef struct cs_sae {
 /* Validate a view: pointers, sizes (BLAS int range), k, thresholds (finite, >= 0). */
 cs_status cs_sae_check(const cs_sae *sae);
 
-/* f = encode(x). x (n_rows, d_in) finite; f (n_rows, d_sae). n_rows may be 0. */
+/* f = encode(x). x (n_rows, d_in) finite, and x - b_dec too; f (n_rows, d_sae).
+ * n_rows may be 0. */
 cs_status cs_sae_encode(const cs_sae *sae, const float *x, int64_t n_rows, float *f);
 
 /*
@@ -167,7 +168,10 @@ typedef struct cs_pooler cs_pooler;
  */
 cs_status cs_pooler_init(cs_pooler **out, const cs_sae *sae, int64_t n_seq,
                          cs_pool_mode mode, int64_t buffer_rows);
-/* x (n_rows, d_in), seq (n_rows) in [-1, n_seq). Validated before anything is buffered. */
+/* x (n_rows, d_in), seq (n_rows) in [-1, n_seq). Validated before anything is buffered;
+ * each row is checked again as it is copied into the buffer (x - b_dec may overflow,
+ * another thread may write into x): CS_ERR_NONFINITE then, with this push's rows
+ * dropped unless the buffer filled and was folded on the way. */
 cs_status cs_pooler_push(cs_pooler *p, const cs_sae *sae, const float *x,
                          const int64_t *seq, int64_t n_rows);
 /* Encode and fold the buffered rows. */

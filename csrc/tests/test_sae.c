@@ -208,6 +208,28 @@ static void test_bad_input(void)
     CHECK_ST(cs_sae_pool_rows(&o.s, x, seq, 2, 2, CS_POOL_MAX, z, NULL, counts), CS_OK);
     CHECK(counts[0] == 1 && counts[1] == 0);
 
+    /* finite x and b_dec whose difference overflows: refused on every path, not pooled
+     * as inf or dropped as NaN from a max */
+    {
+        owned_sae ob = make_sae(4, 8, CS_ARCH_RELU, 0, 1);
+        float big[2 * 4] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 3e38f, 0.0f, 0.0f};
+        float out[2 * 8], zz[2 * 8] = {0};
+        int64_t sq[2] = {0, 1}, cn[2] = {0, 0};
+        ob.bd[1] = -3e38f;
+        CHECK_ST(cs_sae_encode(&ob.s, big, 2, out), CS_ERR_NONFINITE);
+        CHECK_ST(cs_sae_encode_pooled(&ob.s, big, NULL, 2, 1, CS_POOL_MAX, zz), CS_ERR_NONFINITE);
+        CHECK_ST(cs_sae_pool_rows(&ob.s, big, sq, 2, 2, CS_POOL_MAX, zz, NULL, cn), CS_ERR_NONFINITE);
+        cs_pooler *pb = NULL;
+        CHECK_ST(cs_pooler_init(&pb, &ob.s, 2, CS_POOL_MAX, 4), CS_OK);
+        CHECK_ST(cs_pooler_push(pb, &ob.s, big, sq, 2), CS_ERR_NONFINITE);
+        CHECK(cs_pooler_buffered(pb) == 0);   /* the row before it is dropped too */
+        ob.bd[1] = 0.0f;
+        CHECK_ST(cs_pooler_push(pb, &ob.s, big, sq, 2), CS_OK);
+        CHECK(cs_pooler_buffered(pb) == 2);
+        cs_pooler_free(pb);
+        free_sae(&ob);
+    }
+
     /* cs_pool_finalize: arguments, count 0 gives 0, MAX may run in place */
     {
         float st_max[2 * 8], zf[2 * 8];
