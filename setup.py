@@ -25,7 +25,7 @@ CFLAGS = ["-std=c99", "-O3", "-ffp-contract=off", "-Wall", "-Wextra",
           "-Wno-missing-field-initializers"]
 # the C library (csrc/*.c, no Python in it), then the binding (csrc/python/*.c)
 CORE = ("status", "cpu", "blas", "sgemm_small", "sae", "pool", "corr", "corr_io", "steer")
-BINDING = ("binding", "py_pooler", "py_accumulator")
+BINDING = ("binding", "py_args", "py_pooler", "py_accumulator")
 SOURCES = ([os.path.join("csrc", f"{name}.c") for name in CORE]
            + [os.path.join("csrc", "python", f"{name}.c") for name in BINDING])
 

@@ -1,9 +1,10 @@
 /*
- * binding.h -- private to the corrsteer._core extension (csrc/python: binding.c, py_pooler.c,
- * py_accumulator.c); the C library under csrc/ never sees it. Include it first in
- * those files, before any system header (Python.h must come first).
+ * binding.h -- private to the corrsteer._core extension (csrc/python: binding.c,
+ * py_args.c, py_pooler.c, py_accumulator.c); the C library under csrc/ never sees it.
+ * Include it first in those files, before any system header (Python.h must come
+ * first).
  *
- * NumPy's C API table is one global shared by the three files through
+ * NumPy's C API table is one global shared by the four files through
  * PY_ARRAY_UNIQUE_SYMBOL (NumPy >= 2 marks it hidden, so it stays inside _core.so).
  * binding.c defines CS_PY_IMPORT_ARRAY before including this header: it alone
  * defines the table and fills it with import_array() in PyInit__core; every other
@@ -40,6 +41,8 @@ CS_PY_INTERNAL PyObject *cs_py_raise_status(cs_status st, const char *what);
 /* The same, with the core's detail appended ("<what>: <reason>: <detail>") when
  * detail is neither NULL nor empty. */
 CS_PY_INTERNAL PyObject *cs_py_raise_detail(cs_status st, const char *what, const char *detail);
+
+/* ---- py_args.c */
 
 /* Convert obj to an aligned C-contiguous array of type; NULL (exception set) on failure. */
 CS_PY_INTERNAL PyArrayObject *cs_py_as_array(PyObject *obj, int type, int ndim, const char *name);

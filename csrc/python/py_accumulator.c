@@ -2,7 +2,7 @@
  * py_accumulator.c -- corrsteer._core.Accumulator: the streaming point-biserial /
  * Pearson state (cs_corr) and its versioned, checksummed byte form. It owns its C
  * state and frees it in tp_dealloc; its methods release the GIL around the C call and
- * refuse a second thread through the busy flag (cs_py_claim in binding.c).
+ * refuse a second thread through the busy flag (cs_py_claim in py_args.c).
  */
 #include "binding.h"
 

@@ -2,7 +2,7 @@
  * py_pooler.c -- corrsteer._core.Pooler: the streaming fused SAE encode + pool state
  * (cs_pooler). It owns its C state and frees it in tp_dealloc; its methods take the
  * SAE tuple on every call, release the GIL around the C call, and refuse a second
- * thread through the busy flag (cs_py_claim in binding.c).
+ * thread through the busy flag (cs_py_claim in py_args.c).
  */
 #include "binding.h"
 

@@ -74,6 +74,13 @@ def dump() -> dict[str, np.ndarray]:
             out[f"acc_top_{kind}_{sign}_i"], out[f"acc_top_{kind}_{sign}_r"] = i, r
         back = _core.Accumulator.from_bytes(acc.to_bytes())
         out[f"acc_roundtrip_{kind}"] = np.frombuffer(back.to_bytes(), np.uint8)
+        tall = _core.Accumulator(700, kind)  # batches taller than one 512 x 512 block copy
+        trng = np.random.default_rng(7 + kind)  # its own stream: the arrays above keep theirs
+        for n in (600, 3000):
+            z = np.maximum(trng.standard_normal((n, 700)) + 0.2, 0).astype(np.float32)
+            y = (trng.random(n) < 0.3).astype(np.float64) if kind == 0 else trng.random(n)
+            tall.update(z, y)
+        out[f"acc_tall_{kind}"] = np.frombuffer(tall.to_bytes(), np.uint8)
     W_dec = rng.standard_normal((300, 48)).astype(np.float32)
     feats = rng.integers(0, 300, 9).astype(np.int64)
     coefs = rng.standard_normal(9)
