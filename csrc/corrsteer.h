@@ -205,7 +205,10 @@ typedef struct cs_corr cs_corr;
 
 cs_status cs_corr_init(cs_corr **out, int64_t d_sae, cs_corr_kind kind);
 void cs_corr_free(cs_corr *acc);
-/* z (n, d_sae) finite; y (n). n >= 1. On error the state is unchanged. */
+/* z (n, d_sae) finite; y (n). n >= 1. On error the state is unchanged. Each value of
+ * z and y is read once, into private copies that are checked and alone computed on
+ * (O(n + d_sae) temporary memory), so another thread writing into z meanwhile can
+ * make the call fail but cannot poison the state. */
 cs_status cs_corr_update(cs_corr *acc, const float *z, const double *y, int64_t n);
 /* acc += other (same d_sae and kind). */
 cs_status cs_corr_merge(cs_corr *acc, const cs_corr *other);
