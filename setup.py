@@ -1,4 +1,4 @@
-"""Build corrsteer.core._core from csrc/*.c (the tests in csrc/tests are not part of it).
+"""Build corrsteer.core._core from csrc/*.c and csrc/python/*.c (csrc/tests are not part of it).
 
 BLAS, chosen by the environment variable CORRSTEER_BLAS:
   scipy-openblas (default)  OpenBLAS from the scipy-openblas32 wheel (a build and run
@@ -18,10 +18,16 @@ import sysconfig
 import numpy as np
 from setuptools import Extension, setup
 
-CFLAGS = ["-std=c99", "-O3", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
-SOURCES = [os.path.join("csrc", f"{name}.c")
-           for name in ("status", "blas", "sae", "pool", "corr", "steer",
-                        "binding", "py_pooler", "py_accumulator")]
+# -ffp-contract=off: the compiler may not fuse a*b+c into an FMA, so the AVX-512, AVX2
+# and plain builds of the accumulator's update give the same bits (GCC implies it with
+# -std=c99, Clang does not). Keep it in step with csrc/Makefile.
+CFLAGS = ["-std=c99", "-O3", "-ffp-contract=off", "-Wall", "-Wextra",
+          "-Wno-missing-field-initializers"]
+# the C library (csrc/*.c, no Python in it), then the binding (csrc/python/*.c)
+CORE = ("status", "cpu", "blas", "sgemm_small", "sae", "pool", "corr", "corr_io", "steer")
+BINDING = ("binding", "py_args", "py_pooler", "py_accumulator")
+SOURCES = ([os.path.join("csrc", f"{name}.c") for name in CORE]
+           + [os.path.join("csrc", "python", f"{name}.c") for name in BINDING])
 
 
 def blas_config(choice: str) -> dict:
@@ -48,7 +54,8 @@ def blas_config(choice: str) -> dict:
 def extension() -> Extension:
     choice = os.environ.get("CORRSTEER_BLAS", "scipy-openblas")
     cfg = blas_config(choice)
-    compiler = sysconfig.get_config_var("CC") or "cc"
+    # setuptools compiles with $CC when it is set, else with Python's own compiler
+    compiler = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     macros = cfg.pop("define_macros", []) + [
         ("CS_COMPILER", '"' + compiler.split()[0].replace('"', "") + '"'),
         ("CS_CFLAGS", '"' + " ".join(CFLAGS) + '"'),
@@ -56,7 +63,8 @@ def extension() -> Extension:
     include_dirs = ["csrc", np.get_include()] + cfg.pop("include_dirs", [])
     return Extension("corrsteer.core._core", sources=SOURCES, include_dirs=include_dirs,
                      define_macros=macros, extra_compile_args=CFLAGS,
-                     depends=["csrc/corrsteer.h", "csrc/internal.h", "csrc/binding.h"], **cfg)
+                     depends=["csrc/corrsteer.h", "csrc/internal.h", "csrc/python/binding.h"],
+                     **cfg)
 
 
 setup(ext_modules=[extension()])

@@ -9,9 +9,9 @@
  *   c_zy      sum (z - mean)(y - mean_y)
  * A batch is reduced exactly in double (two passes: its means, then its centred
  * sums), one block of BLOCK features at a time so that the block's sums stay in L1
- * and its slice of z in L2 between the passes (no work arrays are allocated; the
- * block loop has AVX2 and AVX-512 builds picked at run time, see internal.h), and
- * each block is combined with the state by Chan et al.'s pairwise formula
+ * and a private copy of its slice of z in L2 between the passes (the block loop has
+ * AVX2 and AVX-512 builds picked at run time, see internal.h); the reduced batch is
+ * then combined with the state by Chan et al.'s pairwise formula
  *   delta = mean_b - mean_a, n = n_a + n_b
  *   mean = mean_a + delta n_b / n,  m2 = m2_a + m2_b + delta^2 n_a n_b / n
  *   c_zy = c_a + c_b + delta_z delta_y n_a n_b / n
@@ -23,6 +23,7 @@
  * r = 0 for a constant feature (m2 <= CS_CORR_CONST_RTOL n mean^2); every r = 0 and
  * *degenerate = 1 when the rewards are all equal (or n < 2). r is clamped to [-1, 1]
  * against rounding.
+ * Serialisation is in corr_io.c.
  */
 #include <math.h>
 #include <stdint.h>
@@ -30,16 +31,6 @@
 #include <string.h>
 
 #include "internal.h"
-
-enum { ARR_MEAN, ARR_M2, ARR_MEAN_POS, ARR_N_ACTIVE, ARR_N_POS_ACTIVE, ARR_C_ZY, ARR_MAX };
-
-struct cs_corr {
-    int64_t d_sae;
-    cs_corr_kind kind;
-    int n_arrays;            /* ARR_MAX */
-    double n, n_pos, mean_y, m2_y;
-    double *arr[ARR_MAX];    /* each (d_sae) */
-};
 
 static int kind_valid(cs_corr_kind kind)
 {
@@ -53,13 +44,13 @@ cs_status cs_corr_init(cs_corr **out, int64_t d_sae, cs_corr_kind kind)
     if (d_sae < 1) return CS_ERR_SIZE;
     if (!kind_valid(kind)) return CS_ERR_ARG;
     int64_t bytes;
-    cs_status st = cs_mul(d_sae, (int64_t)ARR_MAX * (int64_t)sizeof(double), &bytes);
+    cs_status st = cs_mul(d_sae, (int64_t)CS_ARR_COUNT * (int64_t)sizeof(double), &bytes);
     if (st != CS_OK) return st;
     cs_corr *acc = calloc(1, sizeof(*acc));
     if (acc == NULL) return CS_ERR_NOMEM;
     acc->d_sae = d_sae;
     acc->kind = kind;
-    acc->n_arrays = ARR_MAX;
+    acc->n_arrays = CS_ARR_COUNT;
     for (int a = 0; a < acc->n_arrays; ++a) {
         if ((st = cs_alloc(d_sae, sizeof(double), 1, (void **)&acc->arr[a])) != CS_OK) {
             cs_corr_free(acc);
@@ -73,7 +64,7 @@ cs_status cs_corr_init(cs_corr **out, int64_t d_sae, cs_corr_kind kind)
 void cs_corr_free(cs_corr *acc)
 {
     if (acc == NULL) return;
-    for (int a = 0; a < ARR_MAX; ++a) free(acc->arr[a]);
+    for (int a = 0; a < CS_ARR_COUNT; ++a) free(acc->arr[a]);
     free(acc);
 }
 
@@ -110,18 +101,18 @@ int64_t cs_corr_nbytes(const cs_corr *acc)
  * per-feature arrays, b[a][j - j0] for feature j) into acc by Chan's formula. Reads
  * acc's scalars, so combine_scalars runs after every block has been folded. */
 static void combine_features(cs_corr *acc, int64_t j0, int64_t j1, double nb, double wb,
-                             double mean_yb, const double *const b[ARR_MAX])
+                             double mean_yb, const double *const b[CS_ARR_COUNT])
 {
     const double na = acc->n, n = na + nb, w = acc->n_pos + wb;
     const double f = nb / n, g = na * nb / n;
     const double dy = mean_yb - acc->mean_y;
     const double wfrac = w > 0.0 ? wb / w : 0.0;
-    double *restrict mean = acc->arr[ARR_MEAN] + j0, *restrict m2 = acc->arr[ARR_M2] + j0;
-    double *restrict mp = acc->arr[ARR_MEAN_POS] + j0, *restrict act = acc->arr[ARR_N_ACTIVE] + j0;
-    double *restrict pact = acc->arr[ARR_N_POS_ACTIVE] + j0, *restrict czy = acc->arr[ARR_C_ZY] + j0;
-    const double *restrict bmean = b[ARR_MEAN], *restrict bm2 = b[ARR_M2];
-    const double *restrict bmp = b[ARR_MEAN_POS], *restrict bact = b[ARR_N_ACTIVE];
-    const double *restrict bpact = b[ARR_N_POS_ACTIVE], *restrict bczy = b[ARR_C_ZY];
+    double *restrict mean = acc->arr[CS_ARR_MEAN] + j0, *restrict m2 = acc->arr[CS_ARR_M2] + j0;
+    double *restrict mp = acc->arr[CS_ARR_MEAN_POS] + j0, *restrict act = acc->arr[CS_ARR_N_ACTIVE] + j0;
+    double *restrict pact = acc->arr[CS_ARR_N_POS_ACTIVE] + j0, *restrict czy = acc->arr[CS_ARR_C_ZY] + j0;
+    const double *restrict bmean = b[CS_ARR_MEAN], *restrict bm2 = b[CS_ARR_M2];
+    const double *restrict bmp = b[CS_ARR_MEAN_POS], *restrict bact = b[CS_ARR_N_ACTIVE];
+    const double *restrict bpact = b[CS_ARR_N_POS_ACTIVE], *restrict bczy = b[CS_ARR_C_ZY];
     const int64_t len = j1 - j0;
     for (int64_t j = 0; j < len; ++j) {
         const double d = bmean[j] - mean[j];
@@ -146,7 +137,7 @@ static void combine_scalars(cs_corr *acc, double nb, double wb, double mean_yb, 
 
 /* Fold all of b (laid out like the state) into acc. */
 static void combine(cs_corr *acc, double nb, double wb, double mean_yb, double m2_yb,
-                    double *const b[ARR_MAX])
+                    double *const b[CS_ARR_COUNT])
 {
     if (nb <= 0.0) return;
     combine_features(acc, 0, acc->d_sae, nb, wb, mean_yb, (const double *const *)b);
@@ -164,28 +155,29 @@ static cs_status check_rewards(cs_corr_kind kind, const double *y, int64_t n)
 }
 
 /* Features per block of an update: the block's six double arrays (6 x 4 KiB) stay in
- * L1 while every row of z passes over them, and its (n x BLOCK) slice of z stays in
- * L2 for the second pass. */
+ * L1 while every row of z passes over them, and its (n x BLOCK) copy of z stays in
+ * L2 for the second pass. A tall batch takes narrower blocks, so that the copy stays
+ * under ZBUF_ELEMS floats (at least 16 columns); the width changes no result. */
 #define BLOCK 512
+#define ZBUF_ELEMS (512 * 512)
 
-/* Reduce features [j0, j0 + len) of the batch z (n, d) exactly in double (two
- * passes over the slice: sums, then centred sums around the batch means) and fold
- * them into acc. Rows with y = 0 touch only the sum and the active count. Every
- * feature's sums run over the rows in order whatever the vector width, and nothing
- * is contracted into FMAs (-std=c99), so all builds give the same bits. */
-static CS_ALWAYS_INLINE void update_block_body(cs_corr *acc, const float *z, const double *y,
-                                               int64_t n, int64_t d, int64_t j0, int64_t len,
-                                               double sy, double mean_yb)
+/* Reduce one block of the batch exactly in double (two passes over zb: sums, then
+ * centred sums around the batch means) into out[a][0 .. len), laid out like the
+ * state. zb (n, len) is the caller's private copy of the block, already checked
+ * finite; rows with y = 0 touch only the sum and the active count. Every feature's
+ * sums run over the rows in order whatever the vector width, and nothing is
+ * contracted into FMAs (-ffp-contract=off and the pragma in internal.h: the AVX-512
+ * target has FMA, the others not), so all builds give the same bits. */
+static CS_ALWAYS_INLINE void update_block_body(const float *zb, const double *y, int64_t n,
+                                               int64_t len, double sy, double mean_yb,
+                                               double *const out[CS_ARR_COUNT])
 {
-    double mean[BLOCK], m2[BLOCK], syz[BLOCK], act[BLOCK], pact[BLOCK], czy[BLOCK];
-    memset(mean, 0, (size_t)len * sizeof(double));
-    memset(m2, 0, (size_t)len * sizeof(double));
-    memset(syz, 0, (size_t)len * sizeof(double));
-    memset(act, 0, (size_t)len * sizeof(double));
-    memset(pact, 0, (size_t)len * sizeof(double));
-    memset(czy, 0, (size_t)len * sizeof(double));
+    double *restrict mean = out[CS_ARR_MEAN], *restrict m2 = out[CS_ARR_M2];
+    double *restrict syz = out[CS_ARR_MEAN_POS], *restrict act = out[CS_ARR_N_ACTIVE];
+    double *restrict pact = out[CS_ARR_N_POS_ACTIVE], *restrict czy = out[CS_ARR_C_ZY];
+    for (int a = 0; a < CS_ARR_COUNT; ++a) memset(out[a], 0, (size_t)len * sizeof(double));
     for (int64_t i = 0; i < n; ++i) {
-        const float *restrict zi = z + i * d + j0;
+        const float *restrict zi = zb + i * len;
         const double yi = y[i];
         /* compares in double so that the selects vectorise (same lane width) */
         for (int64_t j = 0; j < len; ++j) {
@@ -206,7 +198,7 @@ static CS_ALWAYS_INLINE void update_block_body(cs_corr *acc, const float *z, con
         syz[j] = sy > 0.0 ? syz[j] / sy : 0.0;   /* now the batch mean_pos */
     }
     for (int64_t i = 0; i < n; ++i) {
-        const float *restrict zi = z + i * d + j0;
+        const float *restrict zi = zb + i * len;
         const double dy = y[i] - mean_yb;
         for (int64_t j = 0; j < len; ++j) {
             const double dz = (double)zi[j] - mean[j];
@@ -214,33 +206,31 @@ static CS_ALWAYS_INLINE void update_block_body(cs_corr *acc, const float *z, con
             czy[j] += dz * dy;
         }
     }
-    const double *const b[ARR_MAX] = {mean, m2, syz, act, pact, czy};
-    combine_features(acc, j0, j0 + len, nb, sy, mean_yb, b);
 }
 
-typedef void update_fn(cs_corr *, const float *, const double *, int64_t, int64_t, int64_t,
-                       int64_t, double, double);
+typedef void update_fn(const float *, const double *, int64_t, int64_t, double, double,
+                       double *const[CS_ARR_COUNT]);
 
-static void update_block_plain(cs_corr *acc, const float *z, const double *y, int64_t n,
-                               int64_t d, int64_t j0, int64_t len, double sy, double mean_yb)
+static void update_block_plain(const float *zb, const double *y, int64_t n, int64_t len,
+                               double sy, double mean_yb, double *const out[CS_ARR_COUNT])
 {
-    update_block_body(acc, z, y, n, d, j0, len, sy, mean_yb);
+    update_block_body(zb, y, n, len, sy, mean_yb, out);
 }
 
 #if defined(CS_X86_DISPATCH)
 /* measured at 64 x 16384: 1.3x (AVX2) and 1.4x (AVX-512) faster than SSE2 */
 __attribute__((target("avx2")))
-static void update_block_avx2(cs_corr *acc, const float *z, const double *y, int64_t n,
-                              int64_t d, int64_t j0, int64_t len, double sy, double mean_yb)
+static void update_block_avx2(const float *zb, const double *y, int64_t n, int64_t len,
+                              double sy, double mean_yb, double *const out[CS_ARR_COUNT])
 {
-    update_block_body(acc, z, y, n, d, j0, len, sy, mean_yb);
+    update_block_body(zb, y, n, len, sy, mean_yb, out);
 }
 
 __attribute__((target("avx512f,avx2")))
-static void update_block_avx512(cs_corr *acc, const float *z, const double *y, int64_t n,
-                                int64_t d, int64_t j0, int64_t len, double sy, double mean_yb)
+static void update_block_avx512(const float *zb, const double *y, int64_t n, int64_t len,
+                                double sy, double mean_yb, double *const out[CS_ARR_COUNT])
 {
-    update_block_body(acc, z, y, n, d, j0, len, sy, mean_yb);
+    update_block_body(zb, y, n, len, sy, mean_yb, out);
 }
 #endif
 
@@ -260,6 +250,11 @@ cs_status cs_corr_update(cs_corr *acc, const float *z, const double *y, int64_t 
     return cs_corr_update_simd(cs_simd_best(), acc, z, y, n);
 }
 
+/* Every value of z and y is read from the caller's arrays exactly once, into private
+ * copies that are validated and then alone computed on: another thread writing into
+ * z or y meanwhile cannot slip a NaN or a bad reward past the checks, nor give the
+ * two passes different values. The whole batch is reduced into `stage` before any of
+ * it is folded into the state, so an error leaves the state unchanged. */
 cs_status cs_corr_update_simd(int level, cs_corr *acc, const float *z, const double *y,
                               int64_t n)
 {
@@ -268,23 +263,47 @@ cs_status cs_corr_update_simd(int level, cs_corr *acc, const float *z, const dou
     if (acc == NULL || z == NULL || y == NULL) return CS_ERR_NULL;
     if (n < 1) return CS_ERR_SIZE;
     const int64_t d = acc->d_sae;
-    int64_t elems;
+    int64_t elems, n_stage;
     cs_status st = cs_mul(n, d, &elems);
     if (st != CS_OK) return st;
-    if ((st = check_rewards(acc->kind, y, n)) != CS_OK) return st;
-    /* Checked before anything is folded, so an error leaves the state unchanged;
-     * finite float32 values cannot overflow a double sum. */
-    if (!cs_all_finite(z, elems)) return CS_ERR_NONFINITE;
+    if ((st = cs_mul(d, CS_ARR_COUNT, &n_stage)) != CS_OK) return st;
+    int64_t width = ZBUF_ELEMS / n;
+    width = width >= BLOCK ? BLOCK : (width < 16 ? 16 : width - width % 16);
+    if (width > d) width = d;
+    int64_t n_zbuf;
+    if ((st = cs_mul(n, width, &n_zbuf)) != CS_OK) return st;
+    double *ycopy = NULL, *stage = NULL;
+    float *zbuf = NULL;
+    if ((st = cs_alloc(n, sizeof(double), 0, (void **)&ycopy)) != CS_OK) goto done;
+    if ((st = cs_alloc(n_stage, sizeof(double), 0, (void **)&stage)) != CS_OK) goto done;
+    if ((st = cs_alloc(n_zbuf, sizeof(float), 0, (void **)&zbuf)) != CS_OK) goto done;
+    memcpy(ycopy, y, (size_t)n * sizeof(double));
+    if ((st = check_rewards(acc->kind, ycopy, n)) != CS_OK) goto done;
 
     double sy = 0.0;
-    for (int64_t i = 0; i < n; ++i) sy += y[i];
+    for (int64_t i = 0; i < n; ++i) sy += ycopy[i];
     const double nb = (double)n, mean_yb = sy / nb;
     double m2_yb = 0.0;
-    for (int64_t i = 0; i < n; ++i) m2_yb += (y[i] - mean_yb) * (y[i] - mean_yb);
-    for (int64_t j0 = 0; j0 < d; j0 += BLOCK)
-        update_block(acc, z, y, n, d, j0, d - j0 < BLOCK ? d - j0 : BLOCK, sy, mean_yb);
+    for (int64_t i = 0; i < n; ++i) m2_yb += (ycopy[i] - mean_yb) * (ycopy[i] - mean_yb);
+    double *b[CS_ARR_COUNT];
+    for (int a = 0; a < CS_ARR_COUNT; ++a) b[a] = stage + a * d;
+    for (int64_t j0 = 0; j0 < d; j0 += width) {
+        const int64_t len = d - j0 < width ? d - j0 : width;
+        for (int64_t i = 0; i < n; ++i)
+            memcpy(zbuf + i * len, z + i * d + j0, (size_t)len * sizeof(float));
+        /* finite float32 values cannot overflow a double sum */
+        if (!cs_all_finite(zbuf, n * len)) { st = CS_ERR_NONFINITE; goto done; }
+        double *const out[CS_ARR_COUNT] = {b[0] + j0, b[1] + j0, b[2] + j0, b[3] + j0, b[4] + j0, b[5] + j0};
+        update_block(zbuf, ycopy, n, len, sy, mean_yb, out);
+    }
+    combine_features(acc, 0, d, nb, sy, mean_yb, (const double *const *)b);
     combine_scalars(acc, nb, sy, mean_yb, m2_yb);
-    return CS_OK;
+    st = CS_OK;
+done:
+    free(ycopy);
+    free(stage);
+    free(zbuf);
+    return st;
 }
 
 cs_status cs_corr_merge(cs_corr *acc, const cs_corr *other)
@@ -325,7 +344,7 @@ cs_status cs_corr_correlation(const cs_corr *acc, double *r, int *degenerate)
         return CS_OK;
     }
     const double n = acc->n;
-    const double *mean = acc->arr[ARR_MEAN], *m2 = acc->arr[ARR_M2], *czy = acc->arr[ARR_C_ZY];
+    const double *mean = acc->arr[CS_ARR_MEAN], *m2 = acc->arr[CS_ARR_M2], *czy = acc->arr[CS_ARR_C_ZY];
     for (int64_t j = 0; j < d; ++j) {
         double v = 0.0;
         if (m2[j] > 0.0 && m2[j] > CS_CORR_CONST_RTOL * n * mean[j] * mean[j]) {
@@ -340,7 +359,7 @@ cs_status cs_corr_correlation(const cs_corr *acc, double *r, int *degenerate)
 cs_status cs_corr_coefficient(const cs_corr *acc, int active_only, double *c)
 {
     if (acc == NULL || c == NULL) return CS_ERR_NULL;
-    const double *mp = acc->arr[ARR_MEAN_POS], *pact = acc->arr[ARR_N_POS_ACTIVE];
+    const double *mp = acc->arr[CS_ARR_MEAN_POS], *pact = acc->arr[CS_ARR_N_POS_ACTIVE];
     for (int64_t j = 0; j < acc->d_sae; ++j) {
         if (!active_only)
             c[j] = acc->n_pos > 0.0 ? mp[j] : 0.0;
@@ -353,7 +372,7 @@ cs_status cs_corr_coefficient(const cs_corr *acc, int active_only, double *c)
 cs_status cs_corr_frequency(const cs_corr *acc, double *freq)
 {
     if (acc == NULL || freq == NULL) return CS_ERR_NULL;
-    const double *act = acc->arr[ARR_N_ACTIVE];
+    const double *act = acc->arr[CS_ARR_N_ACTIVE];
     for (int64_t j = 0; j < acc->d_sae; ++j) freq[j] = acc->n > 0.0 ? act[j] / acc->n : 0.0;
     return CS_OK;
 }
@@ -398,157 +417,4 @@ fail:
     free(r);
     free(cand);
     return st;
-}
-
-/* --------------------------------------------------------- serialisation */
-/* Layout, little-endian:
- *   0  magic "CSCORR\r\n" (8)   8  u32 version   12  u32 kind   16  i64 d_sae
- *   24 f64 n, n_pos, mean_y, m2_y
- *   56 6 x d_sae f64: mean, m2, mean_pos, n_active, n_pos_active, c_zy
- *   end-8  u64 FNV-1a 64 of every byte before it
- * Deserialising checks, in order: size >= 8, magic, size >= header, version,
- * kind and d_sae, exact size, checksum, then that the content is consistent. */
-
-#define HEADER_BYTES 56
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; ++i) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; ++i) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-static void put_f64(uint8_t *p, double x)
-{
-    uint64_t v;
-    memcpy(&v, &x, sizeof(v));
-    put_u64(p, v);
-}
-static double get_f64(const uint8_t *p)
-{
-    uint64_t v = get_u64(p);
-    double x;
-    memcpy(&x, &v, sizeof(x));
-    return x;
-}
-
-static uint64_t fnv1a64(const uint8_t *p, int64_t n)
-{
-    uint64_t h = 14695981039346656037ull;
-    for (int64_t i = 0; i < n; ++i) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-/* Total bytes for d_sae features of a kind, or -1 on overflow. */
-static int64_t serial_size(int64_t d_sae, int n_arrays)
-{
-    int64_t body;
-    if (cs_mul(d_sae, (int64_t)n_arrays * 8, &body) != CS_OK) return -1;
-    if (body > INT64_MAX - HEADER_BYTES - 8) return -1;
-    return HEADER_BYTES + body + 8;
-}
-
-int64_t cs_corr_serialized_size(const cs_corr *acc)
-{
-    return acc != NULL ? serial_size(acc->d_sae, acc->n_arrays) : -1;
-}
-
-cs_status cs_corr_serialize(const cs_corr *acc, uint8_t *buf, int64_t size)
-{
-    if (acc == NULL || buf == NULL) return CS_ERR_NULL;
-    const int64_t need = cs_corr_serialized_size(acc);
-    if (need < 0) return CS_ERR_OVERFLOW;
-    if (size != need) return CS_ERR_SIZE;
-    memcpy(buf, CS_CORR_MAGIC, 8);
-    put_u32(buf + 8, CS_CORR_FORMAT_VERSION);
-    put_u32(buf + 12, (uint32_t)acc->kind);
-    put_u64(buf + 16, (uint64_t)acc->d_sae);
-    put_f64(buf + 24, acc->n);
-    put_f64(buf + 32, acc->n_pos);
-    put_f64(buf + 40, acc->mean_y);
-    put_f64(buf + 48, acc->m2_y);
-    uint8_t *p = buf + HEADER_BYTES;
-    for (int a = 0; a < acc->n_arrays; ++a)
-        for (int64_t j = 0; j < acc->d_sae; ++j, p += 8) put_f64(p, acc->arr[a][j]);
-    put_u64(p, fnv1a64(buf, need - 8));
-    return CS_OK;
-}
-
-static int is_count(double v, double max)
-{
-    return isfinite(v) && v >= 0.0 && v <= max && v == floor(v);
-}
-
-/* The state must be one that updates could have produced. */
-static cs_status check_content(const cs_corr *acc)
-{
-    const double n = acc->n, slack = 1e-9 * (n > 1.0 ? n : 1.0);
-    if (!is_count(n, 9007199254740992.0)) return CS_ERR_FORMAT_CORRUPT;
-    if (!isfinite(acc->n_pos) || acc->n_pos < 0.0 || acc->n_pos > n + slack) return CS_ERR_FORMAT_CORRUPT;
-    if (acc->kind == CS_CORR_BINARY && !is_count(acc->n_pos, n)) return CS_ERR_FORMAT_CORRUPT;
-    if (!isfinite(acc->mean_y) || !isfinite(acc->m2_y) || acc->m2_y < 0.0) return CS_ERR_FORMAT_CORRUPT;
-    for (int a = 0; a < acc->n_arrays; ++a) {
-        const double *v = acc->arr[a];
-        for (int64_t j = 0; j < acc->d_sae; ++j) {
-            if (!isfinite(v[j])) return CS_ERR_FORMAT_CORRUPT;
-            if (a == ARR_M2 && v[j] < 0.0) return CS_ERR_FORMAT_CORRUPT;
-            if (a == ARR_N_ACTIVE && !is_count(v[j], n)) return CS_ERR_FORMAT_CORRUPT;
-            if (a == ARR_N_POS_ACTIVE && (v[j] < 0.0 || v[j] > acc->n_pos + slack))
-                return CS_ERR_FORMAT_CORRUPT;
-        }
-    }
-    return CS_OK;
-}
-
-cs_status cs_corr_deserialize(cs_corr **out, const uint8_t *buf, int64_t size)
-{
-    if (out == NULL) return CS_ERR_NULL;
-    *out = NULL;
-    if (buf == NULL) return CS_ERR_NULL;
-    if (size < 8) return CS_ERR_FORMAT_SIZE;
-    if (memcmp(buf, CS_CORR_MAGIC, 8) != 0) return CS_ERR_FORMAT_MAGIC;
-    if (size < HEADER_BYTES + 8) return CS_ERR_FORMAT_SIZE;
-    if (get_u32(buf + 8) != CS_CORR_FORMAT_VERSION) return CS_ERR_FORMAT_VERSION;
-    const uint32_t kind = get_u32(buf + 12);
-    const uint64_t d_raw = get_u64(buf + 16);
-    if (kind > (uint32_t)CS_CORR_PEARSON || d_raw < 1 || d_raw > (uint64_t)INT64_MAX)
-        return CS_ERR_FORMAT_CORRUPT;
-    const int64_t d_sae = (int64_t)d_raw;
-    const int n_arrays = ARR_MAX;
-    const int64_t need = serial_size(d_sae, n_arrays);
-    if (need < 0 || size != need) return CS_ERR_FORMAT_SIZE;
-    if (fnv1a64(buf, size - 8) != get_u64(buf + size - 8)) return CS_ERR_FORMAT_CHECKSUM;
-
-    cs_corr *acc = NULL;
-    cs_status st = cs_corr_init(&acc, d_sae, (cs_corr_kind)kind);
-    if (st != CS_OK) return st;
-    acc->n = get_f64(buf + 24);
-    acc->n_pos = get_f64(buf + 32);
-    acc->mean_y = get_f64(buf + 40);
-    acc->m2_y = get_f64(buf + 48);
-    const uint8_t *p = buf + HEADER_BYTES;
-    for (int a = 0; a < n_arrays; ++a)
-        for (int64_t j = 0; j < d_sae; ++j, p += 8) acc->arr[a][j] = get_f64(p);
-    if ((st = check_content(acc)) != CS_OK) {
-        cs_corr_free(acc);
-        return st;
-    }
-    *out = acc;
-    return CS_OK;
 }

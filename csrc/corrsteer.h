@@ -71,7 +71,8 @@ typedef enum cs_status {
     CS_ERR_FORMAT_MAGIC = 12,    /* serialised bytes do not start with the corrsteer magic */
     CS_ERR_FORMAT_VERSION = 13,  /* serialised by an unknown format version */
     CS_ERR_FORMAT_CHECKSUM = 14, /* checksum mismatch: the bytes were altered */
-    CS_ERR_FORMAT_CORRUPT = 15   /* checksum passes but the content is inconsistent */
+    CS_ERR_FORMAT_CORRUPT = 15,  /* checksum passes but the content is inconsistent */
+    CS_ERR_STATE = 16            /* an accumulator's state is inconsistent (cs_corr_check) */
 } cs_status;
 
 /* A static, human-readable description of a status (never NULL). */
@@ -123,7 +124,8 @@ typedef struct cs_sae {
 /* Validate a view: pointers, sizes (BLAS int range), k, thresholds (finite, >= 0). */
 cs_status cs_sae_check(const cs_sae *sae);
 
-/* f = encode(x). x (n_rows, d_in) finite; f (n_rows, d_sae). n_rows may be 0. */
+/* f = encode(x). x (n_rows, d_in) finite, and x - b_dec too; f (n_rows, d_sae).
+ * n_rows may be 0. */
 cs_status cs_sae_encode(const cs_sae *sae, const float *x, int64_t n_rows, float *f);
 
 /*
@@ -145,6 +147,15 @@ cs_status cs_sae_pool_rows(const cs_sae *sae, const float *x, const int64_t *seq
                            int64_t n_rows, int64_t n_seq, cs_pool_mode mode,
                            float *max_state, double *sum_state, int64_t *counts);
 
+/*
+ * The final z (n_seq, d_sae) from a pooled state (of cs_sae_pool_rows):
+ * MAX copies max_state (z may be max_state itself); MEAN gives
+ * z = (float)(sum_state * (1.0 / counts)), 0 where counts == 0, the formula
+ * cs_sae_encode_pooled and cs_pooler_result use. counts (n_seq) >= 0.
+ */
+cs_status cs_pool_finalize(cs_pool_mode mode, const float *max_state, const double *sum_state,
+                           const int64_t *counts, int64_t n_seq, int64_t d_sae, float *z);
+
 /* ---------------------------------------------------------------- pooler */
 
 typedef struct cs_pooler cs_pooler;
@@ -157,7 +168,10 @@ typedef struct cs_pooler cs_pooler;
  */
 cs_status cs_pooler_init(cs_pooler **out, const cs_sae *sae, int64_t n_seq,
                          cs_pool_mode mode, int64_t buffer_rows);
-/* x (n_rows, d_in), seq (n_rows) in [-1, n_seq). Validated before anything is buffered. */
+/* x (n_rows, d_in), seq (n_rows) in [-1, n_seq). Validated before anything is buffered;
+ * each row is checked again as it is copied into the buffer (x - b_dec may overflow,
+ * another thread may write into x): CS_ERR_NONFINITE then, with this push's rows
+ * dropped unless the buffer filled and was folded on the way. */
 cs_status cs_pooler_push(cs_pooler *p, const cs_sae *sae, const float *x,
                          const int64_t *seq, int64_t n_rows);
 /* Encode and fold the buffered rows. */
@@ -191,7 +205,10 @@ typedef struct cs_corr cs_corr;
 
 cs_status cs_corr_init(cs_corr **out, int64_t d_sae, cs_corr_kind kind);
 void cs_corr_free(cs_corr *acc);
-/* z (n, d_sae) finite; y (n). n >= 1. On error the state is unchanged. */
+/* z (n, d_sae) finite; y (n). n >= 1. On error the state is unchanged. Each value of
+ * z and y is read once, into private copies that are checked and alone computed on
+ * (O(n + d_sae) temporary memory), so another thread writing into z meanwhile can
+ * make the call fail but cannot poison the state. */
 cs_status cs_corr_update(cs_corr *acc, const float *z, const double *y, int64_t n);
 /* acc += other (same d_sae and kind). */
 cs_status cs_corr_merge(cs_corr *acc, const cs_corr *other);
@@ -205,6 +222,25 @@ double cs_corr_n(const cs_corr *acc);
 double cs_corr_n_pos(const cs_corr *acc);      /* sum of y */
 int64_t cs_corr_nbytes(const cs_corr *acc);    /* bytes of state */
 
+/* A copy of the raw state, for statistics the accumulator does not compute itself
+ * (class means, variances, 2x2 activity counts). The caller owns every array, each
+ * (d_sae) doubles; a NULL array is skipped. All kinds keep every field. */
+typedef struct cs_corr_state {
+    double n;              /* samples folded in */
+    double n_pos;          /* sum of y (binary: samples with y = 1) */
+    double mean_y;         /* mean of y */
+    double m2_y;           /* sum (y - mean_y)^2 */
+    double *mean;          /* mean of z */
+    double *m2;            /* sum (z - mean)^2 */
+    double *mean_pos;      /* sum(y z) / sum(y); 0 while n_pos == 0 */
+    double *n_active;      /* count of z > 0 */
+    double *n_pos_active;  /* sum y * 1[z > 0] */
+    double *c_zy;          /* sum (z - mean)(y - mean_y) */
+} cs_corr_state;
+
+/* Fill out's scalars and copy the state into its non-NULL arrays. */
+cs_status cs_corr_moments(const cs_corr *acc, cs_corr_state *out);
+
 /* r (d_sae). *degenerate = 1 (and r = 0) when all rewards are equal or n < 2. */
 cs_status cs_corr_correlation(const cs_corr *acc, double *r, int *degenerate);
 /* c (d_sae): sum(y z) / sum(y); active_only divides by sum(y * 1[z > 0]). 0 where undefined. */
@@ -215,12 +251,33 @@ cs_status cs_corr_frequency(const cs_corr *acc, double *freq);
 cs_status cs_corr_top(const cs_corr *acc, int64_t k, cs_sign sign,
                       int64_t *index, double *r, int64_t *n_out);
 
+/*
+ * CS_OK if the state is one that updates and merges could have produced, else
+ * CS_ERR_STATE and, if reason is not NULL, the first violation as a NUL-terminated
+ * string (reason_size bytes; 256 is plenty), e.g. "c_zy[3] = 5 exceeds sqrt(m2[3]
+ * m2_y) = 2 (|r| > 1)". Checked: finite values; n a count, zero state when n = 0;
+ * 0 <= n_pos <= n (a count for binary); mean_y = n_pos / n; m2_y = n_pos (n - n_pos)
+ * / n for binary, at most that for pearson; per feature m2 >= 0 (0 when n = 1),
+ * means in the float32 range, n_active a count <= n, 0 <= n_pos_active <=
+ * min(n_active, n_pos), n_active - n_pos_active <= n - n_pos, mean_pos = c_zy = 0
+ * when n_pos = 0, |c_zy| <= sqrt(m2 m2_y), c_zy = n_pos (mean_pos - mean). Relations
+ * that rounding bends hold within 1e-6 + 16 eps n relative to their scale.
+ */
+cs_status cs_corr_check(const cs_corr *acc, char *reason, int64_t reason_size);
+
 /* Versioned bytes: magic, version, kind, d_sae, counts, 6 arrays, FNV-1a 64 checksum. */
 #define CS_CORR_MAGIC "CSCORR\r\n"
 #define CS_CORR_FORMAT_VERSION 1u
 int64_t cs_corr_serialized_size(const cs_corr *acc);
+/* CS_ERR_STATE (nothing written) if cs_corr_check refuses the state: every byte
+ * string this writes, cs_corr_deserialize accepts. */
 cs_status cs_corr_serialize(const cs_corr *acc, uint8_t *buf, int64_t size);
+/* CS_ERR_FORMAT_* for bytes that are malformed, altered (checksum) or whose content
+ * fails cs_corr_check (CS_ERR_FORMAT_CORRUPT). */
 cs_status cs_corr_deserialize(cs_corr **out, const uint8_t *buf, int64_t size);
+/* As cs_corr_deserialize; on failure also a NUL-terminated reason, as cs_corr_check. */
+cs_status cs_corr_deserialize_reason(cs_corr **out, const uint8_t *buf, int64_t size,
+                                     char *reason, int64_t reason_size);
 
 /* -------------------------------------------------------------- steering */
 

@@ -13,6 +13,17 @@
 
 #include "corrsteer.h"
 
+/* No contraction of a*b+c into an FMA anywhere in the core: the SIMD builds of a loop
+ * (internal.h's dispatch below) must round alike, and a target("avx512f") function
+ * has FMA available where the plain one has not. The build passes -ffp-contract=off;
+ * the C99 pragma keeps a build without that flag honest too. Clang honours it (and
+ * contracts by default without it); GCC ignores it (warning under -Wall) but never
+ * contracts in ISO C mode (-std=c99), so it is given to Clang alone. Deliberate
+ * fusion is written as fmaf(). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 /* Rows per GEMM for the whole-sequence kernels; the pooler uses its buffer_rows.
  * OpenBLAS packs W_enc once per call, so fewer, taller calls pack it less often:
  * measured at 512 x 2304 -> 16384, two 256-row chunks ran ~8% slower than one sgemm
@@ -108,6 +119,21 @@ int64_t cs_work_nbytes(const cs_work *w, const cs_sae *sae);
 cs_status cs_pool_chunk(const cs_sae *sae, cs_work *w, const float *xc, const int64_t *seq,
                         int64_t m, cs_pool_mode mode, float *max_state, double *sum_state,
                         int64_t *counts);
+
+/* ------------------------------------------------------------ accumulator */
+
+/* The accumulator's state: corr.c computes on it, corr_io.c copies it in and out.
+ * See corr.c for what each field holds. */
+enum { CS_ARR_MEAN, CS_ARR_M2, CS_ARR_MEAN_POS, CS_ARR_N_ACTIVE, CS_ARR_N_POS_ACTIVE,
+       CS_ARR_C_ZY, CS_ARR_COUNT };
+
+struct cs_corr {
+    int64_t d_sae;
+    cs_corr_kind kind;
+    int n_arrays;                  /* CS_ARR_COUNT */
+    double n, n_pos, mean_y, m2_y;
+    double *arr[CS_ARR_COUNT];     /* each (d_sae) */
+};
 
 /* 1 if all n values are finite. */
 int cs_all_finite(const float *x, int64_t n);

@@ -5,6 +5,11 @@
  *   max:  z[s] = max(0, max_{rows r of s} f(x_r))
  *   mean: z[s] = sum_{rows r of s} f(x_r) / count[s], 0 when count[s] == 0
  *
+ * The mean is finalised in one place, cs_pool_finalize, for every path (whole
+ * sequences, tagged rows, the pooler): (float)(sum * (1.0 / count)), the double
+ * sum times the double reciprocal, rounded once to float. Every path therefore
+ * gives the same bits for the same rows.
+ *
  * Rows to pool are gathered (and centred by b_dec if the SAE asks) into chunks and
  * handed to cs_pool_chunk (sae.c), which runs one sgemm per column block for the
  * whole chunk. Sums are kept in double so a mean over thousands of tokens loses
@@ -27,19 +32,26 @@ static int64_t row_seq(int64_t r, const int64_t *seq, const uint8_t *mask, int64
     return r / n_tok;
 }
 
-static void copy_row(const cs_sae *sae, const float *src, float *dst)
+/* Copy (and centre) one row; 1 if the copy, which alone is encoded, is finite. The
+ * callers checked x before, but another thread may write into it meanwhile, and
+ * x - b_dec can overflow: a NaN row would vanish from a max silently. */
+static int copy_row(const cs_sae *sae, const float *src, float *dst)
 {
     if (sae->apply_b_dec_to_input) {
         for (int64_t p = 0; p < sae->d_in; ++p) dst[p] = src[p] - sae->b_dec[p];
     } else {
         memcpy(dst, src, (size_t)sae->d_in * sizeof(float));
     }
+    return cs_all_finite(dst, sae->d_in);
 }
 
+/* Fold rows [0, n_rows) of x into the state. Each row's sequence and values are read
+ * once, and what is read is what is checked (the callers checked before, but the
+ * caller's arrays may change meanwhile: an index must never be trusted twice). */
 static cs_status gather_and_pool(const cs_sae *sae, const float *x, int64_t n_rows,
                                  const int64_t *seq, const uint8_t *mask, int64_t n_tok,
-                                 cs_pool_mode mode, float *max_state, double *sum_state,
-                                 int64_t *counts)
+                                 int64_t n_seq, cs_pool_mode mode, float *max_state,
+                                 double *sum_state, int64_t *counts)
 {
     int64_t n_valid = 0;
     for (int64_t r = 0; r < n_rows; ++r) n_valid += row_seq(r, seq, mask, n_tok) >= 0;
@@ -56,8 +68,9 @@ static cs_status gather_and_pool(const cs_sae *sae, const float *x, int64_t n_ro
     int64_t m = 0;
     for (int64_t r = 0; r < n_rows; ++r) {
         const int64_t s = row_seq(r, seq, mask, n_tok);
+        if (s < -1 || s >= n_seq) { st = CS_ERR_INDEX; goto fail; }
         if (s < 0) continue;
-        copy_row(sae, x + r * sae->d_in, xc + m * sae->d_in);
+        if (!copy_row(sae, x + r * sae->d_in, xc + m * sae->d_in)) { st = CS_ERR_NONFINITE; goto fail; }
         sc[m++] = s;
         if (m == cap) {
             if ((st = cs_pool_chunk(sae, &w, xc, sc, m, mode, max_state, sum_state, counts)) != CS_OK)
@@ -97,7 +110,7 @@ cs_status cs_sae_pool_rows(const cs_sae *sae, const float *x, const int64_t *seq
     if ((st = check_rows(sae, x, n_rows)) != CS_OK) return st;
     for (int64_t r = 0; r < n_rows; ++r)
         if (seq[r] < -1 || seq[r] >= n_seq) return CS_ERR_INDEX;
-    return gather_and_pool(sae, x, n_rows, seq, NULL, 1, mode, max_state, sum_state, counts);
+    return gather_and_pool(sae, x, n_rows, seq, NULL, 1, n_seq, mode, max_state, sum_state, counts);
 }
 
 cs_status cs_sae_encode_pooled(const cs_sae *sae, const float *x, const uint8_t *mask,
@@ -119,20 +132,44 @@ cs_status cs_sae_encode_pooled(const cs_sae *sae, const float *x, const uint8_t 
     if ((st = cs_alloc(n_seq, sizeof(int64_t), 1, (void **)&counts)) != CS_OK) goto fail;
     if (mode == CS_POOL_MEAN &&
         (st = cs_alloc(n_state, sizeof(double), 1, (void **)&sum)) != CS_OK) goto fail;
-    st = gather_and_pool(sae, x, n_rows, NULL, mask, n_tok > 0 ? n_tok : 1, mode,
+    st = gather_and_pool(sae, x, n_rows, NULL, mask, n_tok > 0 ? n_tok : 1, n_seq, mode,
                          mode == CS_POOL_MAX ? z : NULL, sum, counts);
-    if (st == CS_OK && mode == CS_POOL_MEAN) {
-        for (int64_t s = 0; s < n_seq; ++s) {
-            if (counts[s] == 0) continue;
-            const double inv = 1.0 / (double)counts[s];
-            for (int64_t j = 0; j < sae->d_sae; ++j)
-                z[s * sae->d_sae + j] = (float)(sum[s * sae->d_sae + j] * inv);
-        }
-    }
+    if (st == CS_OK && mode == CS_POOL_MEAN)
+        st = cs_pool_finalize(mode, NULL, sum, counts, n_seq, sae->d_sae, z);
 fail:
     free(sum);
     free(counts);
     return st;
+}
+
+cs_status cs_pool_finalize(cs_pool_mode mode, const float *max_state, const double *sum_state,
+                           const int64_t *counts, int64_t n_seq, int64_t d_sae, float *z)
+{
+    if (mode != CS_POOL_MAX && mode != CS_POOL_MEAN) return CS_ERR_ARG;
+    if (n_seq < 1 || d_sae < 1) return CS_ERR_SIZE;
+    int64_t n_state;
+    cs_status st = cs_mul(n_seq, d_sae, &n_state);
+    if (st != CS_OK) return st;
+    if (z == NULL) return CS_ERR_NULL;
+    if (mode == CS_POOL_MAX) {
+        if (max_state == NULL) return CS_ERR_NULL;
+        if (z != max_state) memcpy(z, max_state, (size_t)n_state * sizeof(float));
+        return CS_OK;
+    }
+    if (sum_state == NULL || counts == NULL) return CS_ERR_NULL;
+    for (int64_t s = 0; s < n_seq; ++s)
+        if (counts[s] < 0) return CS_ERR_SIZE;
+    for (int64_t s = 0; s < n_seq; ++s) {
+        float *zs = z + s * d_sae;
+        const double *sum = sum_state + s * d_sae;
+        if (counts[s] == 0) {
+            memset(zs, 0, (size_t)d_sae * sizeof(float));
+            continue;
+        }
+        const double inv = 1.0 / (double)counts[s];
+        for (int64_t j = 0; j < d_sae; ++j) zs[j] = (float)(sum[j] * inv);
+    }
+    return CS_OK;
 }
 
 /* ---------------------------------------------------------------- pooler */
@@ -236,10 +273,20 @@ cs_status cs_pooler_push(cs_pooler *p, const cs_sae *sae, const float *x,
     if ((st = check_rows(sae, x, n_rows)) != CS_OK) return st;
     for (int64_t r = 0; r < n_rows; ++r)
         if (seq[r] < -1 || seq[r] >= p->n_seq) return CS_ERR_INDEX;
+    const int64_t n_buf0 = p->n_buf;
+    int flushed = 0;
     for (int64_t r = 0; r < n_rows; ++r) {
-        if (seq[r] < 0) continue;
-        copy_row(sae, x + r * p->d_in, p->buf + p->n_buf * p->d_in);
-        p->buf_seq[p->n_buf++] = seq[r];
+        const int64_t s = seq[r];   /* read once: checked above, but the array may have changed */
+        cs_status bad = s < -1 || s >= p->n_seq ? CS_ERR_INDEX : CS_OK;
+        if (bad == CS_OK && s < 0) continue;
+        if (bad == CS_OK && !copy_row(sae, x + r * p->d_in, p->buf + p->n_buf * p->d_in))
+            bad = CS_ERR_NONFINITE;
+        if (bad != CS_OK) {
+            if (!flushed) p->n_buf = n_buf0;   /* drop this push's rows if none was folded yet */
+            return bad;
+        }
+        p->buf_seq[p->n_buf++] = s;
+        flushed |= p->n_buf == p->buffer_rows;
         if (p->n_buf == p->buffer_rows && (st = cs_pooler_flush(p, sae)) != CS_OK) return st;
     }
     return CS_OK;
@@ -250,16 +297,8 @@ cs_status cs_pooler_result(cs_pooler *p, const cs_sae *sae, float *z, int64_t *c
     if (p == NULL || z == NULL) return CS_ERR_NULL;
     cs_status st = cs_pooler_flush(p, sae);
     if (st != CS_OK) return st;
-    const int64_t d_sae = p->d_sae;
-    if (p->mode == CS_POOL_MAX) {
-        memcpy(z, p->max_state, (size_t)(p->n_seq * d_sae) * sizeof(float));
-    } else {
-        for (int64_t s = 0; s < p->n_seq; ++s) {
-            const double inv = p->counts[s] > 0 ? 1.0 / (double)p->counts[s] : 0.0;
-            for (int64_t j = 0; j < d_sae; ++j)
-                z[s * d_sae + j] = (float)(p->sum_state[s * d_sae + j] * inv);
-        }
-    }
+    st = cs_pool_finalize(p->mode, p->max_state, p->sum_state, p->counts, p->n_seq, p->d_sae, z);
+    if (st != CS_OK) return st;
     if (counts != NULL) memcpy(counts, p->counts, (size_t)p->n_seq * sizeof(int64_t));
     return CS_OK;
 }

@@ -298,6 +298,8 @@ cs_status cs_sae_encode(const cs_sae *sae, const float *x, int64_t n_rows, float
         if (xc != NULL) {
             for (int64_t i = 0; i < m; ++i)
                 for (int64_t p = 0; p < d_in; ++p) xc[i * d_in + p] = a[i * d_in + p] - sae->b_dec[p];
+            /* finite x and b_dec can still overflow (3e38 - -3e38) */
+            if (!cs_all_finite(xc, m * d_in)) { st = CS_ERR_NONFINITE; goto fail; }
             a = xc;
         }
         float *out = f + r0 * d_sae;

@@ -30,6 +30,7 @@ const char *cs_status_to_string(cs_status status)
     case CS_ERR_FORMAT_VERSION: return "serialised data has an unsupported format version";
     case CS_ERR_FORMAT_CHECKSUM: return "serialised data failed its checksum (corrupted)";
     case CS_ERR_FORMAT_CORRUPT: return "serialised data is internally inconsistent";
+    case CS_ERR_STATE: return "the accumulator's state is inconsistent";
     }
     return "unknown status";
 }

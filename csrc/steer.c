@@ -31,8 +31,15 @@ cs_status cs_steer_vector(const float *W_dec, int64_t d_sae, int64_t d_in,
     double *acc = NULL;
     if ((st = cs_alloc(d_in, sizeof(double), 1, (void **)&acc)) != CS_OK) return st;
     for (int64_t i = 0; i < n_feat; ++i) {
-        const float *row = W_dec + features[i] * d_in;
+        /* read once and checked again: the caller's arrays may have changed since the
+         * loop above, and an index must never be trusted twice */
+        const int64_t f = features[i];
         const double c = coefficients[i];
+        if (f < 0 || f >= d_sae || !isfinite(c)) {
+            free(acc);
+            return f < 0 || f >= d_sae ? CS_ERR_INDEX : CS_ERR_NONFINITE;
+        }
+        const float *row = W_dec + f * d_in;
         for (int64_t p = 0; p < d_in; ++p) acc[p] += c * (double)row[p];
     }
     for (int64_t p = 0; p < d_in; ++p) out[p] = (float)acc[p];

@@ -125,3 +125,28 @@ def test_pooler_accepts_float64_and_strided_rows():
         reference_pool.push(x[:, t], mask[:, t])
         converted.push(wide[:, t, ::2] if t % 2 else x[:, t].astype(np.float64), mask[:, t])
     np.testing.assert_array_equal(converted.result(), reference_pool.result())
+
+
+def test_mean_pooling_gives_the_same_bits_on_every_path():
+    # Mean finalisation lives in one C function (cs_pool_finalize): z = (float)(sum * (1/count)).
+    # 49 rows per sequence, where (float)(sum / 49) and (float)(sum * (1 / 49)) differ
+    # now and then; sae_pool_rows used to divide in the binding, the other paths multiply.
+    n_seq, n_tok, d = 8, 49, 512
+    rng = np.random.default_rng(19)  # 4 elements tell the formulas apart
+    eye = np.eye(d, dtype=np.float32)
+    sae = corrsteer.SAE(eye, np.zeros(d, np.float32), eye, np.zeros(d, np.float32), architecture="relu")
+    x = rng.random((n_seq, n_tok, d)).astype(np.float32)  # relu(x @ I) = x exactly
+    sums = np.zeros((n_seq, d))
+    for t in range(n_tok):  # the core's order: row after row, in double
+        sums += x[:, t].astype(np.float64)
+    want = (sums * (1.0 / n_tok)).astype(np.float32)
+    assert (want != (sums / n_tok).astype(np.float32)).any(), "the data no longer tells the formulas apart"
+
+    whole = kernels.sae_encode_pooled(sae, x, mode="mean")
+    rows, seq = x.transpose(1, 0, 2).reshape(-1, d), np.tile(np.arange(n_seq), n_tok)
+    tagged, counts = kernels.sae_pool_rows(sae, rows, seq, n_seq, mode="mean")
+    pooler = corrsteer.core.Pooler(sae, n_seq, mode="mean", buffer_rows=16)
+    pooler.push_rows(rows, seq)
+    assert counts.tolist() == [n_tok] * n_seq
+    for name, z in (("encode_pooled", whole), ("sae_pool_rows", tagged), ("Pooler", pooler.result())):
+        assert z.tobytes() == want.tobytes(), f"{name}: {(z != want).sum()} elements differ"

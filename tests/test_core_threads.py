@@ -108,31 +108,58 @@ def test_pooler_refuses_concurrent_use():
     assert total % 512 == 0 and total > 0
 
 
-def test_gil_is_released_during_encode():
+def test_gil_is_released_inside_one_long_encode():
+    """Another Python thread must run *during* a single C call, not merely between calls.
+
+    A counter thread stamps the time every few hundred loop turns. One call of
+    _core.sae_encode, timed from Python right around it, must contain stamps in the
+    middle half of its duration. With the GIL held in C the counter thread can only
+    run before the call starts or after it returns (the interpreter switches threads
+    between bytecodes, and there are none inside the call), so no stamp can fall
+    there. A call too short to tell (a very fast machine) is retried on twice the
+    rows; nothing here depends on how fast the machine is.
+    """
     rng = np.random.default_rng(3)
-    d_in, d_sae = 512, 8192
+    d_in, d_sae = 512, 4096
     sae = corrsteer.SAE(rng.standard_normal((d_in, d_sae)).astype(np.float32),
                         np.zeros(d_sae, np.float32), np.zeros((d_sae, d_in), np.float32),
                         np.zeros(d_in, np.float32), architecture="relu")
-    x = rng.standard_normal((1024, d_in)).astype(np.float32)
-    ticks = []
+    args = corrsteer.core.kernels.sae_args(sae)
+    stamps: list[float] = []
     stop = threading.Event()
 
-    def spin():
+    def count():
+        i = 0
         while not stop.is_set():
-            ticks.append(1)
+            i += 1
+            if i % 256 == 0:
+                stamps.append(time.perf_counter())
 
-    t = threading.Thread(target=spin)
+    threads_before = corrsteer.core._core.get_num_threads()
+    corrsteer.core._core.set_num_threads(1)  # leave a core for the counter thread
+    t = threading.Thread(target=count, daemon=True)
     t.start()
     try:
-        before = len(ticks)
-        for _ in range(3):
-            sae.encode(x)
-        during = len(ticks) - before
+        while not stamps:
+            time.sleep(0.001)
+        n_rows = 256
+        for _ in range(5):  # up to 4096 rows (64 MiB out)
+            x = rng.standard_normal((n_rows, d_in)).astype(np.float32)
+            t0 = time.perf_counter()
+            corrsteer.core._core.sae_encode(args, x)
+            t1 = time.perf_counter()
+            if t1 - t0 > 0.05:  # long enough to have a middle
+                break
+            n_rows *= 2
     finally:
         stop.set()
         t.join()
-    assert during > 0
+        corrsteer.core._core.set_num_threads(threads_before)
+    lo, hi = t0 + 0.25 * (t1 - t0), t1 - 0.25 * (t1 - t0)
+    inside = sum(lo < s < hi for s in stamps)
+    assert inside > 0, (f"no stamp of the counter thread inside the middle half of one "
+                        f"{(t1 - t0) * 1e3:.0f} ms sae_encode call on {n_rows} rows: "
+                        "the binding holds the GIL during C work")
 
 
 @pytest.mark.parametrize("kind", ["binary", "pearson"])

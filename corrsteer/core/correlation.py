@@ -31,8 +31,6 @@ from corrsteer.errors import CorrsteerError
 from corrsteer.storage import atomic
 
 TOP_DTYPE = np.dtype([("index", np.int64), ("r", np.float64), ("coefficient", np.float64)])
-_MAGIC = b"CSCORR\r\n"  # first bytes of to_bytes (csrc/corr.c, "serialisation")
-_FORMAT_VERSION = 1  # the layout moments() reads: header, then mean, m2, mean_pos, n_active, n_pos_active, c_zy
 FormatError = _core.FormatError  # bad checkpoint bytes; a CorrsteerError and a ValueError
 
 
@@ -173,26 +171,17 @@ class CorrelationAccumulator:
         return self._acc.frequency()
 
     def moments(self) -> dict[str, Any]:
-        """The raw state, read from :meth:`to_bytes` (no copy kept, nothing recomputed).
+        """The raw state, copied out by the C core (``cs_corr_moments``).
 
         Returns:
-            ``{"n", "n_pos"}`` (floats: samples and Σy) and per feature (d_sae,) float64
-            arrays ``mean`` (of z), ``m2`` (Σ (z - mean)²), ``mean_pos`` (Σ y z / Σ y),
-            ``n_active`` (count of z > 0) and ``n_pos_active`` (Σ y · 1[z > 0]).
+            ``{"n", "n_pos", "mean_y", "m2_y"}`` (floats: samples, Σy, the mean and centred
+            sum of squares of y) and per feature (d_sae,) float64 arrays ``mean`` (of z),
+            ``m2`` (Σ (z - mean)²), ``mean_pos`` (Σ y z / Σ y), ``n_active`` (count of
+            z > 0), ``n_pos_active`` (Σ y · 1[z > 0]) and ``c_zy`` (Σ (z - mean)(y - mean_y)).
             With binary rewards these give the 2×2 activity counts behind mutual
             information and the class means (``mean_neg = (n·mean − n_pos·mean_pos) / (n − n_pos)``).
         """
-        data = self.to_bytes()
-        if data[:8] != _MAGIC or int.from_bytes(data[8:12], "little") != _FORMAT_VERSION:
-            raise CorrsteerError("this build's accumulator bytes have an unknown layout; "
-                                       "rebuild corrsteer so that correlation.py and the C core agree")
-        d = self.d_sae
-        head = np.frombuffer(data, dtype="<f8", count=2, offset=24)  # n, n_pos
-        body = np.frombuffer(data, dtype="<f8", count=6 * d, offset=56).reshape(6, d)
-        out: dict[str, Any] = {"n": float(head[0]), "n_pos": float(head[1])}
-        for name, row in zip(("mean", "m2", "mean_pos", "n_active", "n_pos_active"), body[:5]):
-            out[name] = row.astype(np.float64)  # a copy: the caller may keep and modify it
-        return out
+        return dict(self._acc.moments())
 
     def top(self, k: int, sign: str = "positive", active_only: bool = False) -> np.ndarray:
         """The k features with the largest r > 0 (or smallest r < 0), ties to the lower index.

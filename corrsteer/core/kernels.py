@@ -174,11 +174,11 @@ def seq_indices(seq: Any, n_rows: int, n_seq: int) -> np.ndarray:
         raise TypeError(f"seq must be an integer array of sequence indices, got dtype {arr.dtype}")
     if arr.shape != (n_rows,):
         raise ValueError(f"seq has shape {arr.shape} but x has {n_rows} rows; pass one index per row")
-    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    # the range is checked in the array's own dtype: a uint64 2**64 - 1 must not wrap to -1 (skip)
     if arr.size and (arr.min() < -1 or arr.max() >= n_seq):
         raise ValueError(f"seq values must lie in [-1, {n_seq}) (-1 = skip the row), "
                          f"got range [{arr.min()}, {arr.max()}]")
-    return arr
+    return np.ascontiguousarray(arr, dtype=np.int64)  # exact once in range
 
 
 def sae_pool_rows(sae: Any, x: Any, seq: Any, n_seq: int,

@@ -30,8 +30,8 @@ static int check_summary(const char *name)
 }
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static void rng_seed(uint64_t s) { rng_state = s * 0x9E3779B97F4A7C15ull + 1; }
-static uint64_t rng_next(void)
+static inline void rng_seed(uint64_t s) { rng_state = s * 0x9E3779B97F4A7C15ull + 1; }
+static inline uint64_t rng_next(void)
 {
     uint64_t x = rng_state;
     x ^= x << 13; x ^= x >> 7; x ^= x << 17;

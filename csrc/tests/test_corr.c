@@ -259,6 +259,63 @@ static void test_malformed(void)
     cs_corr_free(back); cs_corr_free(acc);
 }
 
+/* cs_corr_moments: the state against naive two-pass sums, the same bits as the
+ * serialised bytes, NULL arrays skipped, an empty accumulator all zero. */
+static void test_moments(cs_corr_kind kind, const double *w)
+{
+    cs_corr *acc = NULL;
+    CHECK_ST(cs_corr_init(&acc, D, kind), CS_OK);
+    if (acc == NULL) return;
+    double mean[D], m2[D], mp[D], act[D], pact[D], czy[D];
+    cs_corr_state st = {0};
+    st.mean = mean; st.m2 = m2; st.mean_pos = mp; st.n_active = act; st.n_pos_active = pact; st.c_zy = czy;
+    st.n = -1.0;
+    CHECK_ST(cs_corr_moments(acc, &st), CS_OK);
+    CHECK(st.n == 0.0 && st.n_pos == 0.0 && st.mean_y == 0.0 && st.m2_y == 0.0);
+    for (int j = 0; j < D; ++j) CHECK(mean[j] == 0.0 && m2[j] == 0.0 && czy[j] == 0.0 && pact[j] == 0.0);
+    CHECK_ST(cs_corr_update(acc, z, w, N / 2), CS_OK);
+    CHECK_ST(cs_corr_update(acc, z + (N / 2) * D, w + N / 2, N - N / 2), CS_OK);
+    CHECK_ST(cs_corr_moments(acc, &st), CS_OK);
+    double sy = 0, my = 0, m2y = 0;
+    for (int64_t i = 0; i < N; ++i) sy += w[i];
+    my = sy / N;
+    for (int64_t i = 0; i < N; ++i) m2y += (w[i] - my) * (w[i] - my);
+    CHECK(st.n == (double)N && fabs(st.n_pos - sy) < 1e-12 && fabs(st.mean_y - my) < 1e-15);
+    CHECK(fabs(st.m2_y - m2y) < 1e-10);
+    for (int64_t j = 0; j < D; ++j) {
+        double mz = 0, s2 = 0, syz = 0, a = 0, pa = 0, c = 0;
+        for (int64_t i = 0; i < N; ++i) {
+            const double v = z[i * D + j];
+            mz += v; syz += w[i] * v; a += v > 0; pa += v > 0 ? w[i] : 0.0;
+        }
+        mz /= N;
+        for (int64_t i = 0; i < N; ++i) {
+            const double dz = z[i * D + j] - mz;
+            s2 += dz * dz; c += dz * (w[i] - my);
+        }
+        CHECK(fabs(mean[j] - mz) < 1e-14 && fabs(m2[j] - s2) < 1e-10 && fabs(czy[j] - c) < 1e-10);
+        CHECK(fabs(mp[j] - syz / sy) < 1e-14 && act[j] == a && fabs(pact[j] - pa) < 1e-12);
+    }
+    /* the same bits as the bytes */
+    const int64_t size = cs_corr_serialized_size(acc);
+    uint8_t *buf = malloc((size_t)size);
+    CHECK_ST(cs_corr_serialize(acc, buf, size), CS_OK);
+    const double *const arrs[6] = {mean, m2, mp, act, pact, czy};
+    CHECK(memcmp(buf + 24, &st.n, 8) == 0 && memcmp(buf + 32, &st.n_pos, 8) == 0);
+    CHECK(memcmp(buf + 40, &st.mean_y, 8) == 0 && memcmp(buf + 48, &st.m2_y, 8) == 0);
+    for (int a = 0; a < 6; ++a) CHECK(memcmp(buf + 56 + 8 * D * a, arrs[a], 8 * D) == 0);
+    free(buf);
+    /* NULL arrays are skipped */
+    cs_corr_state only = {0};
+    double m2b[D];
+    only.m2 = m2b;
+    CHECK_ST(cs_corr_moments(acc, &only), CS_OK);
+    CHECK(only.n == (double)N && memcmp(m2b, m2, sizeof(m2)) == 0);
+    CHECK_ST(cs_corr_moments(NULL, &only), CS_ERR_NULL);
+    CHECK_ST(cs_corr_moments(acc, NULL), CS_ERR_NULL);
+    cs_corr_free(acc);
+}
+
 /* activations around 1e4 with a small spread: centred moments keep r exact */
 static void test_large_offset(void)
 {
@@ -360,6 +417,8 @@ int main(void)
     test_degenerate_and_top();
     test_bad_input();
     test_malformed();
+    test_moments(CS_CORR_BINARY, y);
+    test_moments(CS_CORR_PEARSON, yr);
     test_large_offset();
     test_wide(CS_CORR_BINARY);
     test_wide(CS_CORR_PEARSON);

@@ -1,7 +1,7 @@
 /*
  * test_sae.c -- encode, fused encode + pooling (whole sequences, tagged rows, the
  * streaming pooler) against the naive references in check.h, plus bad input; and
- * the small-row streaming sgemm (cs_sgemm_small, blas.c) against a naive double
+ * the small-row streaming sgemm (cs_sgemm_small, sgemm_small.c) against a naive double
  * product for every build this CPU runs (plain, AVX2+FMA, AVX-512+FMA) at 1 to 33
  * rows, with the encode and pooling paths around its cut-over (up to CS_SMALL_ROWS
  * rows stream on one BLAS thread; more rows, and any count on four threads, go to
@@ -107,6 +107,22 @@ static void test_pooled(cs_arch arch, cs_pool_mode mode, int apply, int64_t n_se
                      arch, mode, apply, (long long)n_seq, (long long)n_tok, (long long)d_sae, bad);
     for (int64_t j = 0; j < d_sae; ++j) CHECK(z[j] == 0.0f);
 
+    /* tagged rows + cs_pool_finalize: the same bits as the whole-sequence kernel */
+    {
+        int64_t *seq = malloc((size_t)n_rows * sizeof(int64_t));
+        int64_t *cr = calloc((size_t)n_seq, sizeof(int64_t));
+        float *mx = calloc((size_t)(n_seq * d_sae), sizeof(float));
+        float *zr = malloc((size_t)(n_seq * d_sae) * sizeof(float));
+        double *sm = calloc((size_t)(n_seq * d_sae), sizeof(double));
+        for (int64_t r = 0; r < n_rows; ++r) seq[r] = mask[r] ? r / n_tok : -1;
+        CHECK_ST(cs_sae_pool_rows(&o.s, x, seq, n_rows, n_seq, mode, mode == CS_POOL_MAX ? mx : NULL,
+                                  mode == CS_POOL_MEAN ? sm : NULL, cr), CS_OK);
+        CHECK_ST(cs_pool_finalize(mode, mx, sm, cr, n_seq, d_sae, zr), CS_OK);
+        CHECK(memcmp(zr, z, (size_t)(n_seq * d_sae) * sizeof(float)) == 0);
+        for (int64_t q = 0; q < n_seq; ++q) CHECK(cr[q] == cnt[q]);
+        free(seq); free(cr); free(mx); free(zr); free(sm);
+    }
+
     /* the streaming pooler, one row per sequence per step, several buffer sizes */
     const int64_t bufs[3] = {1, 3, 256};
     for (int b = 0; b < 3; ++b) {
@@ -129,6 +145,7 @@ static void test_pooled(cs_arch arch, cs_pool_mode mode, int apply, int64_t n_se
         for (int64_t i = 0; i < n_seq * d_sae; ++i) badp += !close_f(zp[i], want[i], 1e-4, 1e-5);
         for (int64_t s = 0; s < n_seq; ++s) badp += cp[s] != cnt[s];
         CHECK(badp == 0);
+        CHECK(memcmp(zp, z, (size_t)(n_seq * d_sae) * sizeof(float)) == 0);  /* same bits */
         CHECK(cs_pooler_buffered(p) == 0);
         CHECK(cs_pooler_nbytes(p) > 0);
         cs_pooler_reset(p);
@@ -190,6 +207,52 @@ static void test_bad_input(void)
     memset(z, 0, sizeof(z));
     CHECK_ST(cs_sae_pool_rows(&o.s, x, seq, 2, 2, CS_POOL_MAX, z, NULL, counts), CS_OK);
     CHECK(counts[0] == 1 && counts[1] == 0);
+
+    /* finite x and b_dec whose difference overflows: refused on every path, not pooled
+     * as inf or dropped as NaN from a max */
+    {
+        owned_sae ob = make_sae(4, 8, CS_ARCH_RELU, 0, 1);
+        float big[2 * 4] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 3e38f, 0.0f, 0.0f};
+        float out[2 * 8], zz[2 * 8] = {0};
+        int64_t sq[2] = {0, 1}, cn[2] = {0, 0};
+        ob.bd[1] = -3e38f;
+        CHECK_ST(cs_sae_encode(&ob.s, big, 2, out), CS_ERR_NONFINITE);
+        CHECK_ST(cs_sae_encode_pooled(&ob.s, big, NULL, 2, 1, CS_POOL_MAX, zz), CS_ERR_NONFINITE);
+        CHECK_ST(cs_sae_pool_rows(&ob.s, big, sq, 2, 2, CS_POOL_MAX, zz, NULL, cn), CS_ERR_NONFINITE);
+        cs_pooler *pb = NULL;
+        CHECK_ST(cs_pooler_init(&pb, &ob.s, 2, CS_POOL_MAX, 4), CS_OK);
+        CHECK_ST(cs_pooler_push(pb, &ob.s, big, sq, 2), CS_ERR_NONFINITE);
+        CHECK(cs_pooler_buffered(pb) == 0);   /* the row before it is dropped too */
+        ob.bd[1] = 0.0f;
+        CHECK_ST(cs_pooler_push(pb, &ob.s, big, sq, 2), CS_OK);
+        CHECK(cs_pooler_buffered(pb) == 2);
+        cs_pooler_free(pb);
+        free_sae(&ob);
+    }
+
+    /* cs_pool_finalize: arguments, count 0 gives 0, MAX may run in place */
+    {
+        float st_max[2 * 8], zf[2 * 8];
+        double st_sum[2 * 8];
+        int64_t cf[2] = {4, 0};
+        for (int i = 0; i < 16; ++i) { st_max[i] = (float)i; st_sum[i] = 2.0 * i; zf[i] = NAN; }
+        CHECK_ST(cs_pool_finalize(CS_POOL_MEAN, NULL, st_sum, cf, 2, 8, zf), CS_OK);
+        for (int j = 0; j < 8; ++j) CHECK(zf[j] == (float)(2.0 * j / 4.0) && zf[8 + j] == 0.0f);
+        CHECK_ST(cs_pool_finalize(CS_POOL_MAX, st_max, NULL, NULL, 2, 8, zf), CS_OK);
+        CHECK(memcmp(zf, st_max, sizeof(zf)) == 0);
+        CHECK_ST(cs_pool_finalize(CS_POOL_MAX, st_max, NULL, NULL, 2, 8, st_max), CS_OK);
+        CHECK(st_max[15] == 15.0f);
+        CHECK_ST(cs_pool_finalize((cs_pool_mode)3, st_max, st_sum, cf, 2, 8, zf), CS_ERR_ARG);
+        CHECK_ST(cs_pool_finalize(CS_POOL_MAX, st_max, NULL, NULL, 0, 8, zf), CS_ERR_SIZE);
+        CHECK_ST(cs_pool_finalize(CS_POOL_MAX, st_max, NULL, NULL, 2, 0, zf), CS_ERR_SIZE);
+        CHECK_ST(cs_pool_finalize(CS_POOL_MAX, st_max, NULL, NULL, INT64_MAX / 2, 8, zf), CS_ERR_OVERFLOW);
+        CHECK_ST(cs_pool_finalize(CS_POOL_MAX, NULL, st_sum, cf, 2, 8, zf), CS_ERR_NULL);
+        CHECK_ST(cs_pool_finalize(CS_POOL_MEAN, st_max, NULL, cf, 2, 8, zf), CS_ERR_NULL);
+        CHECK_ST(cs_pool_finalize(CS_POOL_MEAN, NULL, st_sum, NULL, 2, 8, zf), CS_ERR_NULL);
+        CHECK_ST(cs_pool_finalize(CS_POOL_MEAN, NULL, st_sum, cf, 2, 8, NULL), CS_ERR_NULL);
+        cf[1] = -1;
+        CHECK_ST(cs_pool_finalize(CS_POOL_MEAN, NULL, st_sum, cf, 2, 8, zf), CS_ERR_SIZE);
+    }
 
     cs_pooler *p = NULL;
     CHECK_ST(cs_pooler_init(&p, &o.s, 0, CS_POOL_MAX, 4), CS_ERR_SIZE);

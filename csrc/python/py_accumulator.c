@@ -1,8 +1,8 @@
 /*
- * py_accumulator.c -- corrsteer._core.Accumulator: the streaming point-biserial /
+ * py_accumulator.c -- corrsteer.core._core.Accumulator: the streaming point-biserial /
  * Pearson state (cs_corr) and its versioned, checksummed byte form. It owns its C
  * state and frees it in tp_dealloc; its methods release the GIL around the C call and
- * refuse a second thread through the busy flag (cs_py_claim in binding.c).
+ * refuse a second thread through the busy flag (cs_py_claim in py_args.c).
  */
 #include "binding.h"
 
@@ -175,6 +175,40 @@ fail:
     return ret;
 }
 
+/* The raw state as a dict: four float scalars and six (d_sae,) float64 arrays. */
+static PyObject *Acc_moments(AccObject *self, PyObject *noargs)
+{
+    (void)noargs;
+    static const char *const names[] = {"mean", "m2", "mean_pos", "n_active", "n_pos_active", "c_zy"};
+    enum { N_ARR = sizeof(names) / sizeof(names[0]) };
+    PyObject *arr[N_ARR] = {NULL}, *ret = NULL;
+    if (self->c == NULL) return acc_ready(self), NULL;
+    npy_intp dims[1] = {(npy_intp)cs_corr_d_sae(self->c)};
+    for (int a = 0; a < N_ARR; ++a)
+        if ((arr[a] = PyArray_SimpleNew(1, dims, NPY_FLOAT64)) == NULL) goto fail;
+    cs_corr_state state = {0};
+    state.mean = PyArray_DATA((PyArrayObject *)arr[0]);
+    state.m2 = PyArray_DATA((PyArrayObject *)arr[1]);
+    state.mean_pos = PyArray_DATA((PyArrayObject *)arr[2]);
+    state.n_active = PyArray_DATA((PyArrayObject *)arr[3]);
+    state.n_pos_active = PyArray_DATA((PyArrayObject *)arr[4]);
+    state.c_zy = PyArray_DATA((PyArrayObject *)arr[5]);
+    if (acc_ready(self) < 0) goto fail;
+    cs_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = cs_corr_moments(self->c, &state);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (st != CS_OK) { cs_py_raise_status(st, "moments"); goto fail; }
+    ret = Py_BuildValue("{s:d,s:d,s:d,s:d,s:O,s:O,s:O,s:O,s:O,s:O}", "n", state.n,
+                        "n_pos", state.n_pos, "mean_y", state.mean_y, "m2_y", state.m2_y,
+                        names[0], arr[0], names[1], arr[1], names[2], arr[2], names[3], arr[3],
+                        names[4], arr[4], names[5], arr[5]);
+fail:
+    for (int a = 0; a < N_ARR; ++a) Py_XDECREF(arr[a]);
+    return ret;
+}
+
 static PyObject *Acc_to_bytes(AccObject *self, PyObject *noargs)
 {
     (void)noargs;
@@ -185,12 +219,14 @@ static PyObject *Acc_to_bytes(AccObject *self, PyObject *noargs)
     if (b == NULL) return NULL;
     if (acc_ready(self) < 0) { Py_DECREF(b); return NULL; }
     cs_status st;
+    char reason[256] = "";
     uint8_t *buf = (uint8_t *)PyBytes_AS_STRING(b);
     Py_BEGIN_ALLOW_THREADS
     st = cs_corr_serialize(self->c, buf, size);
+    if (st == CS_ERR_STATE) cs_corr_check(self->c, reason, sizeof(reason));  /* say why */
     Py_END_ALLOW_THREADS
     self->busy = 0;
-    if (st != CS_OK) { Py_DECREF(b); return cs_py_raise_status(st, "to_bytes"); }
+    if (st != CS_OK) { Py_DECREF(b); return cs_py_raise_detail(st, "to_bytes", reason); }
     return b;
 }
 
@@ -200,11 +236,12 @@ static PyObject *Acc_from_bytes(PyObject *cls, PyObject *arg)
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
     cs_corr *c = NULL;
     cs_status st;
+    char reason[256] = "";
     Py_BEGIN_ALLOW_THREADS
-    st = cs_corr_deserialize(&c, view.buf, (int64_t)view.len);
+    st = cs_corr_deserialize_reason(&c, view.buf, (int64_t)view.len, reason, sizeof(reason));
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    if (st != CS_OK) return cs_py_raise_status(st, "from_bytes");
+    if (st != CS_OK) return cs_py_raise_detail(st, "from_bytes", reason);
     AccObject *self = (AccObject *)((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0);
     if (self == NULL) { cs_corr_free(c); return NULL; }
     self->c = c;
@@ -225,6 +262,9 @@ static PyMethodDef Acc_methods[] = {
     {"coefficient", (PyCFunction)Acc_coefficient, METH_VARARGS, "coefficient(active_only=False) -> (d_sae,)"},
     {"frequency", (PyCFunction)Acc_frequency, METH_NOARGS, "frequency() -> (d_sae,)"},
     {"top", (PyCFunction)Acc_top, METH_VARARGS, "top(k, sign) -> (index (m,), r (m,)), m <= k"},
+    {"moments", (PyCFunction)Acc_moments, METH_NOARGS,
+     "moments() -> {n, n_pos, mean_y, m2_y: float; mean, m2, mean_pos, n_active, n_pos_active, "
+     "c_zy: (d_sae,) float64}, a copy of the raw state"},
     {"to_bytes", (PyCFunction)Acc_to_bytes, METH_NOARGS, "versioned, checksummed bytes"},
     {"from_bytes", (PyCFunction)Acc_from_bytes, METH_O | METH_CLASS, "from_bytes(b) -> Accumulator"},
     {NULL, NULL, 0, NULL}
@@ -241,7 +281,7 @@ static PyGetSetDef Acc_getset[] = {
 
 PyTypeObject cs_py_AccumulatorType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "corrsteer._core.Accumulator",
+    .tp_name = "corrsteer.core._core.Accumulator",
     .tp_basicsize = sizeof(AccObject),
     .tp_dealloc = (destructor)Acc_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,

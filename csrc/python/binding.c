@@ -1,8 +1,9 @@
 /*
- * binding.c -- corrsteer._core: module init, the helpers the binding files share
- * (binding.h), and the plain functions (SAE encode/pool, steering, build info).
- * The Pooler type lives in py_pooler.c, the Accumulator type in py_accumulator.c;
- * these three are the only files that include Python.h and numpy.
+ * binding.c -- corrsteer.core._core: module init, the status-to-exception map, and the
+ * plain functions (SAE encode/pool, steering, build info). Argument conversion
+ * shared by the binding files is in py_args.c, the Pooler type in py_pooler.c, the
+ * Accumulator type in py_accumulator.c; csrc/python/ alone includes Python.h and
+ * numpy.
  *
  * Every function converts its arrays with PyArray_FROM_OTF(..., NPY_ARRAY_IN_ARRAY)
  * (a float32 C-contiguous array passes without a copy), checks every shape against
@@ -16,7 +17,8 @@
 #define CS_PY_IMPORT_ARRAY  /* this file alone defines NumPy's API table and imports it */
 #include "binding.h"
 
-static PyObject *FormatError = NULL;  /* subclass of CorrsteerError and ValueError */
+static PyObject *FormatError = NULL;     /* subclass of CorrsteerError and ValueError */
+static PyObject *CorrsteerError = NULL;  /* corrsteer.errors.CorrsteerError: the core's own failures */
 
 #ifndef CS_COMPILER
 #define CS_COMPILER "unknown"
@@ -27,6 +29,13 @@ static PyObject *FormatError = NULL;  /* subclass of CorrsteerError and ValueErr
 
 PyObject *cs_py_raise_status(cs_status st, const char *what)
 {
+    return cs_py_raise_detail(st, what, NULL);
+}
+
+PyObject *cs_py_raise_detail(cs_status st, const char *what, const char *detail)
+{
+    const char *sep = detail != NULL && detail[0] != '\0' ? ": " : "";
+    if (*sep == '\0') detail = "";
     switch (st) {
     case CS_OK:
         PyErr_Format(PyExc_SystemError, "%s: raise_status called with CS_OK", what);
@@ -36,128 +45,16 @@ PyObject *cs_py_raise_status(cs_status st, const char *what)
         break;
     case CS_ERR_FORMAT_SIZE: case CS_ERR_FORMAT_MAGIC: case CS_ERR_FORMAT_VERSION:
     case CS_ERR_FORMAT_CHECKSUM: case CS_ERR_FORMAT_CORRUPT:
-        PyErr_Format(FormatError, "%s: %s", what, cs_status_to_string(st));
+        PyErr_Format(FormatError, "%s: %s%s%s", what, cs_status_to_string(st), sep, detail);
+        break;
+    case CS_ERR_STATE:
+        PyErr_Format(CorrsteerError, "%s: %s%s%s", what, cs_status_to_string(st), sep, detail);
         break;
     default:
-        PyErr_Format(PyExc_ValueError, "%s: %s", what, cs_status_to_string(st));
+        PyErr_Format(PyExc_ValueError, "%s: %s%s%s", what, cs_status_to_string(st), sep, detail);
         break;
     }
     return NULL;
-}
-
-/* Convert obj to an aligned C-contiguous array of type; NULL (exception set) on failure. */
-PyArrayObject *cs_py_as_array(PyObject *obj, int type, int ndim, const char *name)
-{
-    PyArrayObject *a = (PyArrayObject *)PyArray_FROM_OTF(obj, type, NPY_ARRAY_IN_ARRAY);
-    if (a == NULL) return NULL;
-    if (ndim >= 0 && PyArray_NDIM(a) != ndim) {
-        PyErr_Format(PyExc_ValueError, "%s must be %d-D, got %d-D", name, ndim, PyArray_NDIM(a));
-        Py_DECREF(a);
-        return NULL;
-    }
-    return a;
-}
-
-/* ------------------------------------------------------------ busy flags */
-
-/* Called with the GIL held, so test-and-set cannot interleave between threads. */
-int cs_py_claim(const void *state, int *busy, const char *what)
-{
-    if (state == NULL) {
-        PyErr_Format(PyExc_RuntimeError, "%s is not initialised", what);
-        return -1;
-    }
-    if (*busy) {
-        PyErr_Format(PyExc_RuntimeError, "this %s is being used from another thread; give each "
-                     "thread its own %s or guard it with a lock", what, what);
-        return -1;
-    }
-    *busy = 1;
-    return 0;
-}
-
-/* ------------------------------------------------------------------ SAE */
-
-void cs_py_sae_release(cs_py_sae_refs *s)
-{
-    Py_XDECREF(s->W_enc); Py_XDECREF(s->b_enc); Py_XDECREF(s->b_dec); Py_XDECREF(s->threshold);
-    memset(s, 0, sizeof(*s));
-}
-
-/* args: (W_enc, b_enc, b_dec | None, threshold | None, architecture, k, apply_b_dec_to_input) */
-int cs_py_sae_parse(PyObject *args, cs_py_sae_refs *s)
-{
-    PyObject *W, *be, *bd, *thr;
-    int arch, apply;
-    long long k;
-    memset(s, 0, sizeof(*s));
-    if (!PyTuple_Check(args)) {
-        PyErr_SetString(PyExc_TypeError, "sae must be the tuple from corrsteer.kernels.sae_args");
-        return -1;
-    }
-    if (!PyArg_ParseTuple(args, "OOOOiLp", &W, &be, &bd, &thr, &arch, &k, &apply)) return -1;
-    if ((s->W_enc = cs_py_as_array(W, NPY_FLOAT32, 2, "W_enc")) == NULL) goto fail;
-    if ((s->b_enc = cs_py_as_array(be, NPY_FLOAT32, 1, "b_enc")) == NULL) goto fail;
-    const int64_t d_in = DIM(s->W_enc, 0), d_sae = DIM(s->W_enc, 1);
-    if (DIM(s->b_enc, 0) != d_sae) {
-        PyErr_Format(PyExc_ValueError, "b_enc has %lld entries, W_enc has d_sae=%lld",
-                     (long long)DIM(s->b_enc, 0), (long long)d_sae);
-        goto fail;
-    }
-    if (bd != Py_None) {
-        if ((s->b_dec = cs_py_as_array(bd, NPY_FLOAT32, 1, "b_dec")) == NULL) goto fail;
-        if (DIM(s->b_dec, 0) != d_in) {
-            PyErr_Format(PyExc_ValueError, "b_dec has %lld entries, W_enc has d_in=%lld",
-                         (long long)DIM(s->b_dec, 0), (long long)d_in);
-            goto fail;
-        }
-    }
-    if (thr != Py_None) {
-        if ((s->threshold = cs_py_as_array(thr, NPY_FLOAT32, 1, "threshold")) == NULL) goto fail;
-        if (DIM(s->threshold, 0) != d_sae) {
-            PyErr_Format(PyExc_ValueError, "threshold has %lld entries, W_enc has d_sae=%lld",
-                         (long long)DIM(s->threshold, 0), (long long)d_sae);
-            goto fail;
-        }
-    }
-    s->view.d_in = d_in;
-    s->view.d_sae = d_sae;
-    s->view.W_enc = PyArray_DATA(s->W_enc);
-    s->view.b_enc = PyArray_DATA(s->b_enc);
-    s->view.b_dec = s->b_dec ? PyArray_DATA(s->b_dec) : NULL;
-    s->view.threshold = s->threshold ? PyArray_DATA(s->threshold) : NULL;
-    s->view.architecture = (cs_arch)arch;
-    s->view.k = (int64_t)k;
-    s->view.apply_b_dec_to_input = apply;
-    cs_status st = cs_sae_check(&s->view);
-    if (st != CS_OK) { cs_py_raise_status(st, "SAE"); goto fail; }
-    return 0;
-fail:
-    cs_py_sae_release(s);
-    return -1;
-}
-
-int cs_py_check_x(PyArrayObject *x, const cs_py_sae_refs *s, const char *name)
-{
-    if (DIM(x, PyArray_NDIM(x) - 1) != s->view.d_in) {
-        PyErr_Format(PyExc_ValueError, "%s has d_in=%lld but the SAE expects %lld", name,
-                     (long long)DIM(x, PyArray_NDIM(x) - 1), (long long)s->view.d_in);
-        return -1;
-    }
-    return 0;
-}
-
-int cs_py_rows_and_seq(PyObject *x_obj, PyObject *seq_obj, const cs_py_sae_refs *s, PyArrayObject **x,
-                       PyArrayObject **seq)
-{
-    if ((*x = cs_py_as_array(x_obj, NPY_FLOAT32, 2, "x")) == NULL || cs_py_check_x(*x, s, "x") < 0) return -1;
-    if ((*seq = cs_py_as_array(seq_obj, NPY_INT64, 1, "seq")) == NULL) return -1;
-    if (DIM(*seq, 0) != DIM(*x, 0)) {
-        PyErr_Format(PyExc_ValueError, "seq has %lld entries but x has %lld rows",
-                     (long long)DIM(*seq, 0), (long long)DIM(*x, 0));
-        return -1;
-    }
-    return 0;
 }
 
 static PyObject *py_sae_encode(PyObject *self, PyObject *args)
@@ -228,8 +125,8 @@ static PyObject *py_sae_pool_rows(PyObject *self, PyObject *args)
     cs_py_sae_refs s;
     if (!PyArg_ParseTuple(args, "OOOLi", &sae_obj, &x_obj, &seq_obj, &n_seq, &mode)) return NULL;
     if (cs_py_sae_parse(sae_obj, &s) < 0) return NULL;
-    if (cs_py_rows_and_seq(x_obj, seq_obj, &s, &x, &seq) < 0) goto fail;
     if (n_seq < 1) { PyErr_SetString(PyExc_ValueError, "n_seq must be >= 1"); goto fail; }
+    if (cs_py_rows_and_seq(x_obj, seq_obj, &s, n_seq, &x, &seq) < 0) goto fail;
     npy_intp dims[2] = {(npy_intp)n_seq, (npy_intp)s.view.d_sae}, cdim[1] = {(npy_intp)n_seq};
     if ((z = PyArray_ZEROS(2, dims, NPY_FLOAT32, 0)) == NULL) goto fail;
     if ((counts = PyArray_ZEROS(1, cdim, NPY_INT64, 0)) == NULL) goto fail;
@@ -243,10 +140,8 @@ static PyObject *py_sae_pool_rows(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     st = cs_sae_pool_rows(&s.view, PyArray_DATA(x), PyArray_DATA(seq), DIM(x, 0), n_seq,
                           (cs_pool_mode)mode, mode == CS_POOL_MAX ? zp : NULL, sum, cp);
-    if (st == CS_OK && sum != NULL)
-        for (int64_t i = 0; i < (int64_t)n_seq; ++i)
-            for (int64_t j = 0; j < s.view.d_sae; ++j)
-                zp[i * s.view.d_sae + j] = cp[i] ? (float)(sum[i * s.view.d_sae + j] / (double)cp[i]) : 0.0f;
+    if (st == CS_OK)  /* MAX: z is the state already; MEAN: z = sum / counts */
+        st = cs_pool_finalize((cs_pool_mode)mode, zp, sum, cp, n_seq, s.view.d_sae, zp);
     Py_END_ALLOW_THREADS
     if (st != CS_OK) { cs_py_raise_status(st, "sae_pool_rows(x, seq)"); goto fail; }
     result = PyTuple_Pack(2, z, counts);
@@ -376,7 +271,7 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "corrsteer._core", "corrsteer's C core (use corrsteer.kernels).", -1,
+    PyModuleDef_HEAD_INIT, "corrsteer.core._core", "corrsteer's C core (use corrsteer.core.kernels).", -1,
     module_methods, NULL, NULL, NULL, NULL
 };
 
@@ -387,8 +282,9 @@ PyMODINIT_FUNC PyInit__core(void)
     if (PyType_Ready(&cs_py_PoolerType) < 0 || PyType_Ready(&cs_py_AccumulatorType) < 0) return NULL;
     if ((errors = PyImport_ImportModule("corrsteer.errors")) == NULL) goto fail;
     if ((base = PyObject_GetAttrString(errors, "CorrsteerError")) == NULL) goto fail;
+    Py_XSETREF(CorrsteerError, Py_NewRef(base));
     if ((bases = PyTuple_Pack(2, base, PyExc_ValueError)) == NULL) goto fail;
-    if ((FormatError = PyErr_NewExceptionWithDoc("corrsteer._core.FormatError",
+    if ((FormatError = PyErr_NewExceptionWithDoc("corrsteer.core._core.FormatError",
             "Serialised accumulator bytes are malformed (truncated, wrong magic/version, "
             "bad checksum or inconsistent content).", bases, NULL)) == NULL) goto fail;
     if ((m = PyModule_Create(&module_def)) == NULL) goto fail;

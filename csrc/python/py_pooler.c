@@ -1,8 +1,8 @@
 /*
- * py_pooler.c -- corrsteer._core.Pooler: the streaming fused SAE encode + pool state
+ * py_pooler.c -- corrsteer.core._core.Pooler: the streaming fused SAE encode + pool state
  * (cs_pooler). It owns its C state and frees it in tp_dealloc; its methods take the
  * SAE tuple on every call, release the GIL around the C call, and refuse a second
- * thread through the busy flag (cs_py_claim in binding.c).
+ * thread through the busy flag (cs_py_claim in py_args.c).
  */
 #include "binding.h"
 
@@ -49,8 +49,9 @@ static PyObject *Pooler_push(PoolerObject *self, PyObject *args)
     PyArrayObject *x = NULL, *seq = NULL;
     cs_py_sae_refs s;
     if (!PyArg_ParseTuple(args, "OOO", &sae_obj, &x_obj, &seq_obj)) return NULL;
+    if (self->p == NULL) return pooler_ready(self), NULL;
     if (cs_py_sae_parse(sae_obj, &s) < 0) return NULL;
-    if (cs_py_rows_and_seq(x_obj, seq_obj, &s, &x, &seq) < 0) goto fail;
+    if (cs_py_rows_and_seq(x_obj, seq_obj, &s, cs_pooler_n_seq(self->p), &x, &seq) < 0) goto fail;
     if (pooler_ready(self) < 0) goto fail;
     cs_status st;
     Py_BEGIN_ALLOW_THREADS
@@ -134,7 +135,7 @@ static PyGetSetDef Pooler_getset[] = {
 
 PyTypeObject cs_py_PoolerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "corrsteer._core.Pooler",
+    .tp_name = "corrsteer.core._core.Pooler",
     .tp_basicsize = sizeof(PoolerObject),
     .tp_dealloc = (destructor)Pooler_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
