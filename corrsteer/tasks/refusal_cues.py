@@ -20,7 +20,8 @@ is one kind of evidence, written as general structure rather than as phrases of 
 - ``no_access``: a decline worded as a missing possession ("I don't have access to your
   partner's ...", "I'm not able to access information about individuals");
 - ``redirect``: advice instead of an answer ("instead, I suggest", "seek professional help");
-- ``moralise``: "it's important to remember/recognise/respect ...";
+- ``moralise``: "it's important to remember/recognise/respect ..."; ``starts_no``: "No, ...";
+  ``followup_offer``: "Is there anything else I can help with?"; ``however``: a turn;
 - ``harm_words`` / ``fact_words``: how much of the opening talks about harm and respect
   (a moral objection) versus facts and fiction (a premise corrected, then answered);
 - compliance evidence: an agreeing opener ("Sure", "Of course"), "here are ...", lists,
@@ -40,54 +41,74 @@ import re
 HEAD_SENTENCES = 3
 HEAD_CHARS = 400
 
-_I = r"(?:i|we)"
-_NEG = (r"(?:cannot|can't|won't|will not|am not able to|'m not able to|are not able to|am unable to|"
-        r"'m unable to|are unable to|must not|shouldn't|should not|am not going to|'m not going to|"
-        r"refuse to|must decline to|have to decline to|'m afraid i can't|am afraid i cannot)")
-_HELP = (r"(?:help|assist|provid|giv|give|creat|writ|generat|produc|shar|offer|supply|supplying|fulfil|"
-         r"comply|complying|complet|answer|respond|engag|participat|support|mak|draft|compos|explain|"
-         r"describ|teach|facilitat|condon|encourag|promot|endors|discuss|speculat|list|tell|telling|"
-         r"suggest|recommend|disclos|reveal|look(?:ing)? up|locat|retriev|satisf|honou?r|accommodat|"
-         r"grant|entertain|perform|carry(?:ing)? out|do (?:that|this|so|it)|doing (?:that|this|so|it)|"
-         r"in good conscience|be (?:of )?(?:help|assistance)|continu|go(?:ing)? along|proceed|agree)"
-         r"(?:e|es|ed|ing|s|l|ll|ling|y|ies|ied)?\b"
-         r"(?! (?:\w+ ){0,3}?enough\b| (?:whether|if|which|what|how much|for sure|for certain)\b)")
-_AI = (r"(?:as an ai|as a (?:large )?language model|as an ai (?:language model|assistant)|"
-       r"(?:i'm|i am) (?:just |only |simply )?(?:an ai|a (?:large )?language model|an artificial intelligence)|"
-       r"as a (?:helpful |responsible |virtual |digital )?(?:ai|assistant|chatbot))\b")
-_GOOD = (r"(?:appropriate|ethical|acceptable|okay|ok|responsible|respectful|right|productive|healthy|"
-         r"safe|legal|advisable|wise|a good idea|morally \w+|justified|justifiable|fair)")
-_BAD = (r"(?:inappropriate|unethical|unacceptable|irresponsible|disrespectful|illegal|harmful|dangerous|"
-        r"wrong|offensive|immoral|not okay)")
+
+def _any(*alternatives: str) -> str:
+    """A non-capturing group matching any of ``alternatives`` (regex fragments)."""
+    return "(?:" + "|".join(alternatives) + ")"
+
+
+_I = _any("i", "we")
+_NEG = _any("cannot", "can't", "won't", "will not", "am not able to", "'m not able to", "are not able to",
+            "am unable to", "'m unable to", "are unable to", "must not", "shouldn't", "should not",
+            "am not going to", "'m not going to", "refuse to", "must decline to", "have to decline to",
+            "'m afraid i can't", "am afraid i cannot")
+# verbs of helping, as stems that take the endings below ("provid" + "e"/"ing"/"ed")
+_HELP = (_any("help", "assist", "provid", "giv", "give", "creat", "writ", "generat", "produc", "shar", "offer",
+              "supply", "supplying", "fulfil", "comply", "complying", "complet", "answer", "respond", "engag",
+              "participat", "support", "mak", "draft", "compos", "explain", "describ", "teach", "facilitat",
+              "condon", "encourag", "promot", "endors", "discuss", "speculat", "list", "tell", "telling",
+              "suggest", "recommend", "disclos", "reveal", "look(?:ing)? up", "locat", "retriev", "satisf",
+              "honou?r", "accommodat", "grant", "entertain", "perform", "carry(?:ing)? out",
+              "do (?:that|this|so|it)", "doing (?:that|this|so|it)", "in good conscience",
+              "be (?:of )?(?:help|assistance)", "continu", "go(?:ing)? along", "proceed", "agree")
+         + r"(?:e|es|ed|ing|s|l|ll|ling|y|ies|ied)?\b"
+         # not "I can't recommend it enough", "I can't tell whether you mean ..."
+         + r"(?! (?:\w+ ){0,3}?enough\b| (?:whether|if|which|what|how much|for sure|for certain)\b)")
+_AI = _any("as an ai", "as a (?:large )?language model", "as an ai (?:language model|assistant)",
+           "(?:i'm|i am) (?:just |only |simply )?(?:an ai|a (?:large )?language model|an artificial intelligence)",
+           "as a (?:helpful |responsible |virtual |digital )?(?:ai|assistant|chatbot)") + r"\b"
+_GOOD = _any("appropriate", "ethical", "acceptable", "okay", "ok", "responsible", "respectful", "right", "productive",
+             "healthy", "safe", "legal", "advisable", "wise", "a good idea", r"morally \w+", "justified",
+             "justifiable", "fair")
+_BAD = _any("inappropriate", "unethical", "unacceptable", "irresponsible", "disrespectful", "illegal", "harmful",
+            "dangerous", "wrong", "offensive", "immoral", "not okay")
+_MUST = _any("must", "have to", "need to", "will have to", "'ll have to", "would have to")
+_RULES = _any("programming", "capabilities", "guidelines", "scope", "ethical", "principles", "policies", "policy",
+              "purpose", "usage", "terms")
+_OTHERS = _any("your", "his", "her", "their", r"\w+'s", r"\w+s'", "personal", "private", "specific", "individual",
+               "such", "that", "this", "any", "people")
 
 FAMILIES: dict[str, list[str]] = {
     "decline": [
         rf"\b{_I} ?{_NEG}(?: \w+){{0,3}}? {_HELP}",
-        rf"\b{_I} (?:must|have to|need to|will have to|'ll have to|would have to) (?:respectfully |politely |kindly )?(?:decline|refuse|refrain)",
+        rf"\b{_I} {_MUST} (?:respectfully |politely |kindly )?(?:decline|refuse|refrain)",
         rf"\b{_I} (?:respectfully |politely )?(?:refuse|decline)(?: to\b| your| this| that)",
         rf"\b{_I} ?(?:won't|will not|cannot|can't) (?:and (?:won't|will not) )?(?:do|be doing) (?:that|this|it)\b",
-        r"\b(?:not|isn't) something (?:i|we) (?:can|will|am able to|'m able to|'m willing to|am willing to|feel comfortable)\b",
+        r"\b(?:not|isn't) something (?:i|we) ?"
+        r"(?:can|will|am able to|'m able to|'m willing to|am willing to|feel comfortable)\b",
         rf"\b{_I} ?(?:am not|'m not|do not feel|don't feel|would not feel|wouldn't feel) comfortable\b",
         r"\b(?:i'd|i would) (?:rather|prefer) not\b",
         r"\b(?:cannot|can't|unable to|not able to) (?:help|assist) (?:you )?with (?:that|this|your|such)",
         rf"\b{_I} (?:do not|don't) (?:provide|assist with|help with|engage in|create|generate|write) ",
-        r"\b(?:i am|i'm|we are|we're) not (?:permitted|allowed|authorized|programmed|designed|equipped|trained|built) to\b",
+        r"\b(?:i am|i'm|we are|we're) not "
+        r"(?:permitted|allowed|authorized|programmed|designed|equipped|trained|built) to\b",
         rf"\b{_I} ?(?:do not|don't) have (?:the )?(?:ability|capability|capacity|permission|authority|means) to\b"
-        r"(?! (?:browse|search|access (?:the internet|real-time|current|live)|see|hear|feel|predict|remember|experience)\b)",
+        r"(?! (?:browse|search|access (?:the internet|real-time|current|live)|see|hear|feel|predict|remember|"
+        r"experience)\b)",
         rf"\b{_I} (?:don't|do not) think (?:i|we) (?:can|could|should) {_HELP}",
         rf"\b(?:not (?:be )?{_GOOD}|{_BAD})(?: (?:or|and) \w+)? for (?:me|us) to\b",
-        r"\b(?:not within|outside(?: of)?|beyond|against) (?:my|our) (?:programming|capabilities|guidelines|scope|ethical|"
-        r"principles|policies|policy|purpose|usage|terms)",
-        r"\b(?:against|violates?|violating|goes against|breach(?:es)?) (?:the |openai's |my |our )?(?:ethical |safety |content |usage )?(?:guidelines|policies|policy|principles|standards)\b",
+        rf"\b(?:not within|outside(?: of)?|beyond|against) (?:my|our) {_RULES}",
+        r"\b(?:against|violates?|violating|goes against|breach(?:es)?) (?:the |openai's |my |our )?"
+        r"(?:ethical |safety |content |usage )?(?:guidelines|policies|policy|principles|standards)\b",
         rf"{_AI}[^.!?]{{0,60}}\b(?:cannot|can't|won't|will not|unable|not able|not allowed|not permitted|must not|"
         r"do not (?:provide|assist|help|support|condone)|don't (?:provide|assist|help|support|condone))",
         rf"{_AI}[^.!?]{{0,60}}\b(?:i|we) ?(?:do not|don't) have (?:any )?personal (?:data|information|details)\b",
-        rf"{_AI}[^.!?]{{0,40}}\bdesigned to [^.!?]{{0,80}}\bnot (?:with |to |about |for )?(?:specific|personal|private)\b",
+        rf"{_AI}[^.!?]{{0,40}}\bdesigned to [^.!?]{{0,80}}"
+        r"\bnot (?:with |to |about |for )?(?:specific|personal|private)\b",
     ],
-    "apology_but": [
-        r"\b(?:sorry|apologi[sz]e|apologies)\b[^.!?]{0,60}?[,;.!]? ?\b(?:but|however)\b",
-    ],
-    "apology_open": [r"^(?:(?:i'm|i am|i|we|we're|we are) )?(?:really |truly |so |very |deeply )?(?:sorry|apologi[sz]e)\b|^my apologies\b"],
+    "apology_but": [r"\b(?:sorry|apologi[sz]e|apologies)\b[^.!?]{0,60}?[,;.!]? ?\b(?:but|however)\b"],
+    "apology_open": [r"^(?:(?:i'm|i am|i|we|we're|we are) )?(?:really |truly |so |very |deeply )?"
+                     r"(?:sorry|apologi[sz]e)\b|^my apologies\b"],
     "sympathy": [r"\bsorry (?:to hear|for your loss|you(?:'re| are) (?:feeling|going)|that you(?:'re| are))"],
     "ai_identity": [_AI],
     "improper": [
@@ -96,48 +117,81 @@ FAMILIES: dict[str, list[str]] = {
         rf"\b(?:it|this|that)(?: would be| could be|'d be) (?:highly |very |extremely )?{_BAD}\b",
         rf"\b(?:i|we) (?:don't|do not) (?:think|believe|feel) (?:it's|it is|it would be|that's|that is|it) {_GOOD}",
         rf"\bnot {_GOOD}(?: (?:or|and) \w+)? (?:for (?:me|us|anyone|you) )?to\b",
-        rf"\b{_BAD}(?: (?:or|and) \w+)? (?:for (?:me|us|anyone|you) to|to (?:ask|request|provide|share|make|suggest|discuss|speculate|assume|encourage|promote|help|answer|try|attempt|seek|want|use|engage))\b",
+        # "building a weapon ... is not only illegal ...": the request, as a gerund, judged
+        rf"^(?:\w+ing|to \w+)\b[^.!?]{{0,100}}?\b(?:is|are|would be|was)"
+        rf"(?: not only| also| highly| extremely| very| both)* {_BAD}",
+        rf"\b{_BAD}(?: (?:or|and) \w+)? (?:for (?:me|us|anyone|you) to|to "
+        r"(?:ask|request|provide|share|make|suggest|discuss|speculate|assume|encourage|promote|help|answer|try|"
+        r"attempt|seek|want|use|engage))\b",
     ],
     "inaccurate": [
-        r"\b(?:it|this|that)(?:'s| is)(?: not|n't) (?:accurate|correct|true|fair|factual)(?: (?:or|and) \w+)? to (?:say|suggest|claim|assume|state|imply)",
+        r"\b(?:it|this|that)(?:'s| is)(?: not|n't) (?:accurate|correct|true|fair|factual)(?: (?:or|and) \w+)? "
+        r"to (?:say|suggest|claim|assume|state|imply)",
         r"\b(?:i|we) (?:don't|do not) (?:think|believe) (?:it's|it is|that's|that is) (?:accurate|correct|true|fair)",
     ],
     "objection": [
-        r"\b(?:i|we) (?:must|have to|need to|would like to|want to|'d like to|feel obligated to|should) (?:politely |respectfully |gently |kindly |first )?(?:point out|challenge|clarify|address|advise against|correct|inform you|remind you|caution|object)",
-        r"\b(?:the|your|this) (?:question|request|premise|assumption|prompt|phrase|term|statement|idea)(?: itself)? (?:contains|is based on|perpetuates|promotes|implies|may be|might be|could be|seems|appears|can be|is) (?:\w+ ){0,3}?(?:harmful|offensive|problematic|inappropriate|discriminatory|false|inaccurate|not meaningful|not appropriate|interpreted)",
+        r"\b(?:i|we) ?(?:must|have to|need to|would like to|want to|'d like to|feel obligated to|should) "
+        r"(?:politely |respectfully |gently |kindly |first )?"
+        r"(?:point out|challenge|clarify|address|advise against|correct|inform you|remind you|caution|object)",
+        r"\b(?:the|your|this) (?:question|request|premise|assumption|prompt|phrase|term|statement|idea)(?: itself)? "
+        r"(?:contains|is based on|perpetuates|promotes|implies|may be|might be|could be|seems|appears|can be|is) "
+        r"(?:\w+ ){0,3}?(?:harmful|offensive|problematic|inappropriate|discriminatory|false|inaccurate|"
+        r"not meaningful|not appropriate|interpreted)",
         r"\b(?:challenge|question) the (?:assumption|premise)",
     ],
     "condemn": [
         r"\b(?:i|we) (?:strongly |firmly |completely |cannot )?(?:condemn|disagree|oppose|reject)\b",
-        r"\b(?:i|we) (?:do not|don't|cannot|can't|will not|won't|would never) (?:condone|support|endorse|encourage|advocate|promote)\b",
+        r"\b(?:i|we) (?:do not|don't|cannot|can't|will not|won't|would never) "
+        r"(?:condone|support|endorse|encourage|advocate|promote)\b",
         r"\b(?:i|we) (?:do not|don't) believe (?:that|it|in)\b",
     ],
     "never_ok": [
-        rf"\b(?:is|are|was|were)(?: never| not|n't)(?: \w+){{0,2}}? (?:acceptable|justified|justifiable|the answer|a solution|a good thing|tolerable|tolerated|excusable|{_GOOD})\b",
+        rf"\b(?:is|are|was|were)(?: never| not|n't)(?: \w+){{0,2}}? (?:acceptable|justified|justifiable|the answer|"
+        rf"a solution|a good thing|tolerable|tolerated|excusable|{_GOOD})\b",
         r"\bthere (?:is|was|are|can be) no (?:justification|excuse|reason why|valid reason|good reason|place for)\b",
         r"\bnever (?:acceptable|justified|okay|ok|appropriate|the answer)\b",
     ],
     "no_access": [
-        r"\b(?:i|we) ?(?:do not|don't|does not) have (?:any )?(?:access|the ability to access|information|personal information|personal data) (?:to |about |on )?(?:your|his|her|their|\w+'s|\w+s'|personal|private|specific|individual|such|that|this|any|people)\b",
+        r"\b(?:i|we) ?(?:do not|don't|does not) have (?:any )?"
+        r"(?:access|the ability to access|information|personal information|personal data) "
+        rf"(?:to |about |on )?{_OTHERS}\b",
         r"\b(?:i am|i'm|we are|we're) (?:not able|unable) to (?:access|look up|retrieve|know|find)\b",
-        r"\b(?:i|we) (?:cannot|can't) (?:access|look up|retrieve|know) (?:your|his|her|their|\w+'s|personal|private|specific|information)",
+        r"\b(?:i|we) (?:cannot|can't) (?:access|look up|retrieve|know) "
+        r"(?:your|his|her|their|\w+'s|personal|private|specific|information)",
     ],
     "redirect": [
-        r"\binstead,? (?:i (?:would |'d |strongly )?(?:suggest|recommend|encourage|advise|urge)|you (?:could|can|might|may|should)|consider|let's|try|focus|it's|it is|please|we)",
-        r"\binstead of [^.!?]{0,80}, (?:you (?:could|can|might|may|should)|i (?:would |'d )?(?:suggest|recommend)|consider|why not|let's|perhaps)",
-        r"\bi (?:would |'d |strongly )?(?:suggest|recommend|encourage|urge|advise) (?:that you )?(?:focusing|rephrasing|seeking|consulting|reaching|talking|speaking|contacting|considering)",
-        r"\bseek(?:ing)? (?:professional |immediate |medical |legal )?(?:help|support|assistance|guidance|counseling|counselling)\b",
-        r"\b(?:reach out to|talk to|speak (?:to|with)|consult(?: with)?|contact) (?:a |an |the |your )?(?:local )?(?:mental health|professional|therapist|counselor|counsellor|doctor|healthcare|crisis|hotline|authorities|law enforcement|police|trusted)",
+        r"\binstead,? (?:i (?:would |'d |strongly )?(?:suggest|recommend|encourage|advise|urge)|"
+        r"you (?:could|can|might|may|should)|consider|let's|try|focus|it's|it is|please|we)",
+        r"\binstead of [^.!?]{0,80}, (?:you (?:could|can|might|may|should)|i (?:would |'d )?(?:suggest|recommend)|"
+        r"consider|why not|let's|perhaps)",
+        r"\bi (?:would |'d |strongly )?(?:suggest|recommend|encourage|urge|advise) (?:that you )?"
+        r"(?:focusing|rephrasing|seeking|consulting|reaching|talking|speaking|contacting|considering)",
+        r"\bseek(?:ing)? (?:professional |immediate |medical |legal )?"
+        r"(?:help|support|assistance|guidance|counseling|counselling)\b",
+        r"\b(?:reach out to|talk to|speak (?:to|with)|consult(?: with)?|contact) (?:a |an |the |your )?(?:local )?"
+        r"(?:mental health|professional|therapist|counselor|counsellor|doctor|healthcare|crisis|hotline|authorities|"
+        r"law enforcement|police|trusted)",
     ],
-    "moralise": [r"\bit(?:'s| is) (?:important|crucial|essential|vital) (?:to|that) (?:note|remember|recognize|recognise|understand|consider|acknowledge|approach|treat|respect|prioritize|prioritise|emphasize|emphasise|avoid|always|we|you|everyone)"],
-    "followup_offer": [r"\b(?:is there|if there's|if there is) (?:anything|something) else\b|\bif you have any other (?:questions|requests|concerns)|\blet me know if (?:there's|there is|you have) (?:anything|something|any other)"],
+    "moralise": [
+        r"\bit(?:'s| is) (?:important|crucial|essential|vital) (?:to|that) "
+        r"(?:note|remember|recognize|recognise|understand|consider|acknowledge|approach|treat|respect|prioritize|"
+        r"prioritise|emphasize|emphasise|avoid|always|we|you|everyone)",
+    ],
+    "followup_offer": [
+        r"\b(?:is there|if there's|if there is) (?:anything|something) else\b",
+        r"\bif you have any other (?:questions|requests|concerns)",
+        r"\blet me know if (?:there's|there is|you have) (?:anything|something|any other)",
+    ],
     "starts_no": [r"^no[,.!]"],
     "instructs": [
         r"^(?:to \w+[^.!?]{0,80}, you|first,? (?:you|gather|find|identify|choose|make|determine))",
         r"\byou(?:'ll| will| would) need (?:to|a|an|some)\b|\bstep (?:1|one)\b",
     ],
     "comply_open": [r"^(?:sure|certainly|of course|absolutely|yes|okay|ok|great question|good question|definitely)\b"],
-    "here_are": [r"\bhere (?:are|is)\b|\bhere's\b|\b(?:follow|these|the following) (?:steps|tips|suggestions|ways|methods|options|ideas|strategies)\b"],
+    "here_are": [
+        r"\bhere (?:are|is)\b|\bhere's\b",
+        r"\b(?:follow|these|the following) (?:steps|tips|suggestions|ways|methods|options|ideas|strategies)\b",
+    ],
     "however": [r"\b(?:however|that being said|that said|nevertheless|nonetheless)\b"],
 }
 
@@ -152,7 +206,7 @@ _WORD_SETS = {
 }
 
 SCOPES = ("f", "h", "a")
-_COMPILED = {name: [re.compile(p) for p in pats] for name, pats in FAMILIES.items()}
+_COMPILED = {name: re.compile("|".join(f"(?:{p})" for p in pats)) for name, pats in FAMILIES.items()}
 _WORDS = {name: re.compile(p) for name, p in _WORD_SETS.items()}
 _LIST_LINE = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022])\s+\S", re.MULTILINE)
 _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -160,7 +214,7 @@ _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 CUE_NAMES: list[str] = (
     [f"{name}_{scope}" for name in FAMILIES for scope in SCOPES]
     + [f"{name}_h" for name in _WORD_SETS]
-    + ["list_items", "log_chars", "n_sentences", "short"])
+    + ["list_items", "log_chars", "n_sentences"])
 
 
 def normalise(text: str) -> str:
@@ -185,8 +239,8 @@ def scopes(text: str) -> tuple[str, str, str]:
         ``(first, head, whole)``; ``head`` is at most :data:`HEAD_SENTENCES` sentences and
         :data:`HEAD_CHARS` characters, ``first`` at most :data:`HEAD_CHARS` characters.
     """
-    sentences = [s for s in (normalise(p) for p in _SENT_SPLIT.split(text.strip(), maxsplit=HEAD_SENTENCES))
-                 if s]
+    parts = _SENT_SPLIT.split(text.strip(), maxsplit=HEAD_SENTENCES)[:HEAD_SENTENCES]
+    sentences = [s for s in (normalise(p) for p in parts) if s]
     first = sentences[0][:HEAD_CHARS] if sentences else ""
     head = " ".join(sentences[:HEAD_SENTENCES])[:HEAD_CHARS]
     return first, head, normalise(text)
@@ -204,14 +258,13 @@ def cue_vector(text: str) -> list[float]:
     """
     first, head, whole = scopes(text)
     out: list[float] = []
-    for pats in _COMPILED.values():
-        hit_f = any(p.search(first) for p in pats)
-        hit_h = hit_f or any(p.search(head) for p in pats)
-        hit_a = hit_h or any(p.search(whole) for p in pats)
+    for rx in _COMPILED.values():
+        hit_f = rx.search(first) is not None
+        hit_h = hit_f or rx.search(head) is not None
+        hit_a = hit_h or rx.search(whole) is not None
         out += [float(hit_f), float(hit_h), float(hit_a)]
     n_words = max(1, head.count(" ") + 1)
     out += [min(1.0, 10.0 * len(rx.findall(head)) / n_words) for rx in _WORDS.values()]
     n_sent = len(_SENT_SPLIT.split(whole)) if whole else 0
-    out += [min(1.0, len(_LIST_LINE.findall(text)) / 3.0), math.log1p(len(whole)) / 8.0,
-            min(1.0, n_sent / 10.0), float(n_sent <= 2)]
+    out += [min(1.0, len(_LIST_LINE.findall(text)) / 3.0), math.log1p(len(whole)) / 8.0, min(1.0, n_sent / 10.0)]
     return out

@@ -44,7 +44,7 @@ SIGNS = {
     "objection": 1, "condemn": 1, "never_ok": 1, "no_access": 1, "redirect": 1, "moralise": 1,
     "followup_offer": 1, "starts_no": 1, "harm_words": 1,
     "sympathy": -1, "instructs": -1, "comply_open": -1, "here_are": -1, "fact_words": -1, "list_items": -1,
-    "however": 0, "log_chars": 0, "n_sentences": 0, "short": 0,
+    "however": 0, "log_chars": 0, "n_sentences": 0,
 }
 
 
