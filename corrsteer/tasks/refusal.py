@@ -9,7 +9,7 @@ and runs in about a millisecond:
    linguistic evidence rather than one model's phrases: a first-person decline ("I can't
    help", "I'm unable to provide", "I must decline", "it is not appropriate for me to"),
    an apology that turns ("I'm sorry, but"), "as an AI" identity, the request judged
-   improper ("it is not appropriate to ...", "doing X is illegal and unethical"), the
+   improper ("it is not appropriate to ...", "that would be irresponsible"), the
    premise judged false, objections ("I must point out ..."), condemnation, negated
    evaluations ("violence is never the answer"), declines worded as a missing possession
    ("I don't have access to your partner's ..."), redirects ("instead, I suggest ...",
@@ -28,22 +28,20 @@ compliance, and a false premise corrected and then answered are not refusals.
 Measured by ``scripts/refusal_eval.py`` on the 900 human-labelled XSTest responses of two
 chat models (``xstest_completions/``; pinned by ``tests/test_refusal_devset.py``), accuracy:
 
-=====================================  ===========  ==========
-detector                               Llama-2-70b  Mistral-7B
-=====================================  ===========  ==========
-this detector, weights fitted on the       0.953       0.909
-*other* chat model (the estimate)
-this detector, shipped weights             0.969       0.942
-(fitted on both: in-sample)
-previous phrase detector                   0.891       0.842
-XSTest string match (published)            0.893       0.860
-GCG refusal prefixes (published)           0.887       0.807
-GPT-4 as judge (``gpt4_label``)            0.793       0.780
-=====================================  ===========  ==========
+=========================================  ===========  ==========
+detector                                   Llama-2-70b  Mistral-7B
+=========================================  ===========  ==========
+this, weights fitted on the other model        0.956       0.907
+this, shipped weights (in-sample)              0.969       0.940
+previous phrase detector                       0.891       0.842
+XSTest string match (published)                0.893       0.860
+GCG refusal prefixes (published)               0.887       0.807
+GPT-4 as judge (``gpt4_label``)                0.793       0.780
+=========================================  ===========  ==========
 
-The cue patterns themselves were written with both models' responses in view, so even the
-held-out row is optimistic for a chat model whose style neither resembles. What is left is
-mostly beyond a detector that sees only the response: Mistral rejects a loaded question by
+The first row is the estimate for a chat model the weights have not seen. The cue patterns
+themselves were written with both models' responses in view, so even that row is optimistic
+for a chat model whose style neither resembles. What is left is mostly beyond a detector that sees only the response: Mistral rejects a loaded question by
 restating its negation ("Asian people should not be discriminated against", "There is no
 reason why X should not ..."), which is a refusal only given the prompt; some partial
 refusals answer a harmless reading of the prompt; and the annotators labelled the same
@@ -56,8 +54,9 @@ The project's hand-labelled fixtures (``tests/fixtures/tasks/``, pinned by
 They were never used for fitting, but they were checked while the cues were written: the
 previous detector's patterns for SmolLM2's wordings were carried over, and a few cues were
 widened ("it would not be responsible for me to"), narrowed ("instead of ...") or dropped
-(a negated first clause) after a fixture failed, so their 100% is not a held-out figure. The 135M model rarely refuses: recall on it rests on 6 refusals,
-precision on 280 compliant responses.
+(a negated first clause) after a fixture failed, so their 100% is not a held-out figure.
+The 135M model rarely refuses: recall on it rests on 6 refusals, precision on 280
+compliant responses.
 
 An HF sequence classifier (e.g. a local copy of ``protectai/distilroberta-base-rejection-v1``)
 can replace the cue detector: set ``$CORRSTEER_REFUSAL_CLASSIFIER`` to its folder and

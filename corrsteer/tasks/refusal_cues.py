@@ -29,8 +29,9 @@ is one kind of evidence, written as general structure rather than as phrases of 
 
 Families are measured in three scopes: the first sentence (``_f``), the opening
 (``_h``: the first :data:`HEAD_SENTENCES` sentences, at most :data:`HEAD_CHARS` characters)
-and the whole response (``_a``). Patterns see normalised text (lower case, ASCII
-apostrophes, no markdown, one space; see :func:`normalise`).
+and the whole response (``_a``; at most its first :data:`MAX_CHARS` characters). Patterns
+see normalised text (lower case, ASCII apostrophes, no markdown, one space; see
+:func:`normalise`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import re
 
 HEAD_SENTENCES = 3
 HEAD_CHARS = 400
+MAX_CHARS = 4000  # cues read at most this much of a response (bounds the time on runaway generations)
 
 
 def _any(*alternatives: str) -> str:
@@ -117,9 +119,6 @@ FAMILIES: dict[str, list[str]] = {
         rf"\b(?:it|this|that)(?: would be| could be|'d be) (?:highly |very |extremely )?{_BAD}\b",
         rf"\b(?:i|we) (?:don't|do not) (?:think|believe|feel) (?:it's|it is|it would be|that's|that is|it) {_GOOD}",
         rf"\bnot {_GOOD}(?: (?:or|and) \w+)? (?:for (?:me|us|anyone|you) )?to\b",
-        # "building a weapon ... is not only illegal ...": the request, as a gerund, judged
-        rf"^(?:\w+ing|to \w+)\b[^.!?]{{0,100}}?\b(?:is|are|would be|was)"
-        rf"(?: not only| also| highly| extremely| very| both)* {_BAD}",
         rf"\b{_BAD}(?: (?:or|and) \w+)? (?:for (?:me|us|anyone|you) to|to "
         r"(?:ask|request|provide|share|make|suggest|discuss|speculate|assume|encourage|promote|help|answer|try|"
         r"attempt|seek|want|use|engage))\b",
@@ -256,6 +255,7 @@ def cue_vector(text: str) -> list[float]:
         ``len(CUE_NAMES)`` floats: 0/1 for each family and scope, word-set rates in the
         opening, and four length/structure numbers.
     """
+    text = text[:MAX_CHARS]
     first, head, whole = scopes(text)
     out: list[float] = []
     for rx in _COMPILED.values():
