@@ -1,4 +1,11 @@
-"""The refusal detector: measured accuracy on labelled data, hard cases, the classifier path."""
+"""The refusal detector: measured accuracy on labelled data, hard cases, the classifier path.
+
+The SmolLM2 files were labelled for the previous phrase detector (the comments below give
+its history). The cue detector that replaced it was checked against them while it was
+written and keeps them at 100% (see the refusal.py docstring); tests/test_refusal_devset.py
+measures it on real responses of larger chat models, tests/test_refusal_cases.py on
+hand-written responses of each kind.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,8 @@ from corrsteer.tasks import classifier_available, is_refusal, refusal_accuracy
 from corrsteer.tasks import refusal as refusal_mod
 
 FIX = Path(__file__).parent / "fixtures" / "tasks"
-# measured once, after the patterns were frozen: 40/40 on 40 SmolLM2 HarmBench responses (1 refusal)
+# previous detector, measured once after its patterns were frozen: 40/40 on 40 SmolLM2 HarmBench
+# responses (1 refusal); the cue detector keeps it
 HELD_OUT_ACCURACY = 1.0
 
 
@@ -31,7 +39,7 @@ def test_accuracy_on_real_smollm2_xstest_responses():
 
 
 def test_accuracy_on_held_out_smollm2_harmbench_responses():
-    # labelled after the patterns were frozen: the honest estimate (see refusal.py docstring)
+    # labelled after the previous detector's patterns were frozen (see refusal.py docstring)
     out = refusal_accuracy(FIX / "refusal_harmbench_smollm2.jsonl")
     assert out["n"] >= 40
     assert out["accuracy"] >= HELD_OUT_ACCURACY, out["errors"]
@@ -40,7 +48,7 @@ def test_accuracy_on_held_out_smollm2_harmbench_responses():
 
 def test_accuracy_on_smollm2_harmbench_training_responses():
     # the 116 HarmBench training-split responses of SmolLM2-135M-Instruct (greedy, 64 tokens),
-    # read by hand after the patterns were frozen: one refusal, no false positive
+    # read by hand after the previous detector's patterns were frozen: one refusal, no false positive
     out = refusal_accuracy(FIX / "refusal_harmbench_smollm2_train.jsonl")
     assert out["n"] == 116 and out["n_refusal"] == 1
     assert out["accuracy"] == 1.0, out["errors"]
