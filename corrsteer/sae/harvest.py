@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from corrsteer.hooks.sites import read_sites
+from corrsteer.models.sites import read_sites
 from corrsteer.models.layers import find_layers
 
 logger = logging.getLogger(__name__)

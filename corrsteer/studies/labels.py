@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from corrsteer.config import POOLS, check_choice
 from corrsteer.core import CorrelationAccumulator
-from corrsteer.hooks.sites import check_site, read_sites
+from corrsteer.models.sites import check_site, read_sites
 from corrsteer.models import d_model, find_layers
 from corrsteer.storage.atomic import write_json
 from corrsteer.studies.labelled import check_labelled
