@@ -39,7 +39,7 @@ from corrsteer.models import load_model, model_id
 from corrsteer.report.markdown import write_report
 from corrsteer.report.records import write_generations_jsonl
 from corrsteer.report.summaries import correlations_summary, features_summary, selection_summary
-from corrsteer.sae.sets import load_saes
+from corrsteer.sae.sets import describe_saes, load_saes
 from corrsteer.storage.atomic import write_json
 from corrsteer.storage.jsonable import to_jsonable
 from corrsteer.tasks import get_task
@@ -71,7 +71,7 @@ def load_resources(cfg: RunConfig, *, model: Any = None, tokenizer: Any = None, 
         model, tokenizer = load_model(cfg.model, device=cfg.device)
     model.eval()
     if saes is None:
-        saes = load_saes(cfg.sae, model, tokenizer, cfg.layers, progress=cfg.progress)
+        saes = load_saes(cfg.sae, model, tokenizer, cfg.layers, progress=cfg.progress, data_dir=cfg.data_dir)
     return Resources(model, tokenizer, task, dict(sorted(saes.items())))
 
 
@@ -114,7 +114,7 @@ def stage_select(cfg: RunConfig, res: Resources, collection: Collection | None =
     sel = select_method(cfg.method, collection, res.saes, cfg.mode, validate=validate, top_k=cfg.top_k,
                         scale=cfg.scale, seed=cfg.seed)
     sel.meta.update(task=res.task.name, model=model_id(res.model), n_val=cfg.n_val if validate else 0,
-                    n_train=collection.n)
+                    n_train=collection.n, saes=describe_saes(res.saes))
     sel.save(out / SELECTION_DIR)
     log.info("selection (%s, %s): %s", cfg.mode, sel.method,
              [(f.layer, f.index, f.sign) for f in sel.features] or sel.layers or sel.note)
@@ -122,8 +122,11 @@ def stage_select(cfg: RunConfig, res: Resources, collection: Collection | None =
 
 
 def stage_eval(cfg: RunConfig, res: Resources, selection: Selection | None = None,
-               timings: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """Evaluate unsteered vs steered on ``cfg.n_test`` test samples; write generations and results.json."""
+               timings: Mapping[str, float] | None = None, command: str | None = None) -> dict[str, Any]:
+    """Evaluate unsteered vs steered on ``cfg.n_test`` test samples; write generations and results.json.
+
+    ``command`` (the command line that made the run) is recorded in results.json and the report.
+    """
     out = Path(cfg.out_dir())
     start = time.perf_counter()
     sel = selection if selection is not None else Selection.load(out / SELECTION_DIR)
@@ -137,7 +140,8 @@ def stage_eval(cfg: RunConfig, res: Resources, selection: Selection | None = Non
                "method": sel.method, "seed": cfg.seed, **ev.comparison, "features": features_summary(sel),
                "steered_layers": sel.layers, "metrics": ev.metrics, "selection": selection_summary(sel),
                "n_train": sel.meta.get("n_train"), "n_val": sel.meta.get("n_val"), "n_test": len(samples),
-               "config": cfg.to_dict()}
+               "saes": sel.meta.get("saes"), "config": cfg.to_dict(),
+               "command": command or f"corrsteer.run({cfg!r})"}
     try:
         col = load_collection(out)
         results["correlations"] = correlations_summary(col.accumulators)
@@ -159,13 +163,15 @@ def stage_report(out_dir: str | os.PathLike[str]) -> Path:
 
 
 def run(cfg: RunConfig, *, model: Any = None, tokenizer: Any = None, task: Any = None,
-        saes: Mapping[int, Any] | None = None, on_checkpoint: Callable[[int], None] | None = None) -> dict[str, Any]:
+        saes: Mapping[int, Any] | None = None, on_checkpoint: Callable[[int], None] | None = None,
+        command: str | None = None) -> dict[str, Any]:
     """collect -> select -> evaluate -> report in ``cfg.out_dir()``.
 
     Args:
         cfg: the run's options (checked here).
         model, tokenizer, task, saes: already-loaded objects to use instead of loading from ``cfg``.
         on_checkpoint: called with the sample offset after each collection checkpoint.
+        command: the command line that made the run, for the report (default: this call).
 
     Returns:
         The results.json dict; ``results["report"]`` is the report path.
@@ -178,7 +184,8 @@ def run(cfg: RunConfig, *, model: Any = None, tokenizer: Any = None, task: Any =
     t2 = time.perf_counter()
     sel = stage_select(cfg, res, col)
     t3 = time.perf_counter()
-    results = stage_eval(cfg, res, sel, timings={"load_s": t1 - t0, "collect_s": t2 - t1, "select_s": t3 - t2})
+    results = stage_eval(cfg, res, sel, timings={"load_s": t1 - t0, "collect_s": t2 - t1, "select_s": t3 - t2},
+                         command=command)
     results["timings"]["total_s"] = time.perf_counter() - t0
     write_results(Path(cfg.out_dir()) / RESULTS_FILE, results)
     results["report"] = str(stage_report(cfg.out_dir()))

@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> None:
     cfg = config_from_args(args, DEMO if args.command == "demo" else None)  # bad options fail before any import
     from corrsteer import pipeline
 
-    print(format_headline(pipeline.run(cfg)))
+    print(format_headline(pipeline.run(cfg, command=args.command_line)))
 
 
 def _controls(args: argparse.Namespace) -> None:
@@ -121,7 +121,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     sel = Selection.load(args.selection) if args.selection else None  # a bad folder fails before the model loads
     res = pipeline.load_resources(cfg, saes={})
-    print(format_headline(pipeline.stage_eval(cfg, res, sel)))
+    print(format_headline(pipeline.stage_eval(cfg, res, sel, command=args.command_line)))
 
 
 def _collect(args: argparse.Namespace) -> None:

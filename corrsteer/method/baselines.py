@@ -156,13 +156,14 @@ def select_ranked(accumulators: Mapping[int, Any], saes: Mapping[int, Any], scor
 
 
 def select_random(reference: Selection, saes: Mapping[int, Any], seed: int = 0,
-                  accumulators: Mapping[int, Any] | None = None) -> Selection:
+                  accumulators: Mapping[int, Any] | None = None, draw: int = 0) -> Selection:
     """The reference's layers with uniformly drawn other features and the same signed coefficients.
 
     In each layer the reference's features are replaced, in order, by distinct indices
-    drawn without replacement (``numpy.random.default_rng([seed, layer])``) from the
-    features the reference does not steer there. ``r`` is the drawn feature's own
-    correlation when ``accumulators`` are given (else nan).
+    drawn without replacement (``numpy.random.default_rng([seed, layer])`` for draw 0,
+    ``default_rng([seed, layer, draw])`` for draw > 0) from the features the reference does
+    not steer there. ``r`` is the drawn feature's own correlation when ``accumulators``
+    are given (else nan).
     """
     by_layer: dict[int, list[Feature]] = {}
     for f in reference.features:
@@ -173,13 +174,15 @@ def select_random(reference: Selection, saes: Mapping[int, Any], seed: int = 0,
         pool = np.setdiff1d(np.arange(d_sae), [f.index for f in fs])
         if len(pool) < len(fs):
             raise ValueError(f"layer {layer}: d_sae={d_sae} leaves no other feature to draw")
-        drawn = np.random.default_rng([int(seed), int(layer)]).choice(pool, size=len(fs), replace=False)
+        key = [int(seed), int(layer)] + ([int(draw)] if draw else [])
+        drawn = np.random.default_rng(key).choice(pool, size=len(fs), replace=False)
         r = accumulators[layer].correlation() if accumulators is not None and layer in accumulators else None
         for f, i in zip(fs, drawn):
             features.append(Feature(layer=layer, index=int(i), sign=f.sign, r=float("nan") if r is None else
                                     float(r[i]), coefficient=f.coefficient, mean_pos=f.mean_pos))
     note = "" if features else "random: the CorrSteer selection steers nothing, so neither does its random control"
-    return _selection("random", features, saes, reference.scale, note, {"seed": int(seed)}, reference.mode)
+    return _selection("random", features, saes, reference.scale, note, {"seed": int(seed), "draw": int(draw)},
+                      reference.mode)
 
 
 def scale_selection(reference: Selection, factor: float) -> Selection:
@@ -247,7 +250,7 @@ def select_diff_in_means(resid: Mapping[int, Any], reference: Selection, norm: s
 
 def select_method(method: str, collection: Any, saes: Mapping[int, Any], mode: str = "all",
                   validate: Callable[[Any], float] | None = None, top_k: int = 1, scale: float = 1.0,
-                  seed: int = 0, reference: Selection | None = None) -> Selection:
+                  seed: int = 0, reference: Selection | None = None, draw: int = 0) -> Selection:
     """The selection of ``method`` from one collection (see the module table).
 
     Args:
@@ -258,6 +261,7 @@ def select_method(method: str, collection: Any, saes: Mapping[int, Any], mode: s
         mode, validate, top_k, scale: CorrSteer's selection options (``select``).
         seed: seed of the random control.
         reference: the CorrSteer selection if already made (else made here with ``mode``).
+        draw: which draw of the random and shuffled controls (0 .. draws − 1).
 
     Returns:
         A ``Selection`` with ``method`` set.
@@ -277,15 +281,19 @@ def select_method(method: str, collection: Any, saes: Mapping[int, Any], mode: s
             scores = {l: fisher_scores(state.pos[l], state.neg[l]) if 0 < a.n_positive < a.n else np.zeros(a.d_sae)
                       for l, a in accs.items()}  # equal rewards: select_ranked skips the layer with a warning
             return select_ranked(accs, saes, scores, "fisher", top_k, scale)
-        sel = select(state.shuffled, saes, mode, validate=validate, top_k=top_k, scale=scale)
+        if not 0 <= draw < state.draws:
+            raise ValueError(f"draw {draw} of the shuffled control: the collection kept {state.draws} draw(s); "
+                             "collect again with more draws")
+        sel = select(state.shuffled[draw], saes, mode, validate=validate, top_k=top_k, scale=scale)
         sel.method = "shuffled"
+        sel.meta["draw"] = int(draw)
         return sel
     if reference is None:
         reference = select(accs, saes, mode, validate=validate, top_k=top_k, scale=scale)
     if method == "corrsteer":
         return reference
     if method == "random":
-        return select_random(reference, saes, seed, accs)
+        return select_random(reference, saes, seed, accs, draw)
     if method == "diff-in-means":
         return select_diff_in_means(state.resid, reference)
     return scale_selection(reference, parse_scale(method))

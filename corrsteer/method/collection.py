@@ -166,7 +166,7 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
             max_new_tokens: int | None = None, out_dir: str | os.PathLike[str] | None = None,
             checkpoint_every: int = 256, resume: bool = False, progress: bool = True,
             on_checkpoint: Callable[[int], None] | None = None, controls: bool = False,
-            control_seed: int = 0) -> Collection:
+            control_seed: int = 0, control_draws: int = 1) -> Collection:
     """Generate over ``samples`` once and fill one accumulator per layer.
 
     Args:
@@ -186,6 +186,7 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
         controls: also fill ``Collection.controls`` (shuffled-reward, per-class and
             residual-mean accumulators, ``corrsteer.studies.controls``) in the same pass.
         control_seed: seed of the shuffled-reward permutations.
+        control_draws: how many shuffled-reward permutations to keep (one control each).
 
     Returns:
         ``Collection`` with accumulators ``{layer: (d_sae,) state}`` and per-sample records.
@@ -210,7 +211,9 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
     state = None
     if controls:
         fp["controls"] = {"seed": int(control_seed)}  # only then: older checkpoints keep their fingerprint
-        state = ControlState({l: int(saes[l].d_sae) for l in layers}, d_model(model), control_seed)
+        if control_draws != 1:
+            fp["controls"]["draws"] = int(control_draws)
+        state = ControlState({l: int(saes[l].d_sae) for l in layers}, d_model(model), control_seed, control_draws)
     col = Collection({l: CorrelationAccumulator(int(saes[l].d_sae)) for l in layers}, [], fp, complete=False,
                      meta=meta, controls=state)
     offset = 0

@@ -168,8 +168,29 @@ def _section_correlations(correlations: object, fig_dir: Path) -> list[str]:
     figures.plot_layer_correlations(correlations, fig_dir / "layer_correlations.png")
     return ["## Correlations per layer\n",
             "![Top correlated feature per layer](figures/layer_correlations.png)\n",
-            _table(["layer", "top + index", "r", "coefficient", "top − index", "r", "coefficient"],
-                   rows)]
+            "Here c is the accumulator's coefficient (the mean pooled activation over the rewarded "
+            "samples); a steered negative feature is subtracted with −|c| (Features steered).\n",
+            _table(["layer", "top + index", "r", "c", "top − index", "r", "c"], rows)]
+
+
+def _section_saes(saes: object) -> list[str]:
+    """Which SAE set the run used: source, settings hash, held-out metrics, training mix digests."""
+    if not isinstance(saes, Mapping) or not saes:
+        return []
+    rows, mixes = [], set()
+    for layer, d in saes.items():
+        m, t = d.get("metrics") or {}, d.get("texts") or {}
+        rows.append([layer, d.get("hook_name"), f"{d.get('architecture')} {d.get('d_sae')}"
+                     + (f" k={d['k']}" if d.get("k") else ""), m.get("explained_variance"), m.get("l0"),
+                     m.get("dead_fraction"), d.get("settings_hash") or d.get("source")])
+        if t:
+            mixes.add(f"{t.get('model_samples')} model samples (sha256 {str(t.get('model_samples_sha256'))[:12]}) "
+                      f"+ {t.get('dataset_rows')} rows of {t.get('datasets')} "
+                      f"(sha256 {str(t.get('dataset_rows_sha256'))[:12]})")
+    out = ["## SAEs\n", _table(["layer", "hook", "SAE", "EV (held out)", "L0", "dead", "settings hash / source"],
+                                rows)]
+    out += [f"\nTraining text: {mix}.\n" for mix in sorted(mixes)]
+    return out
 
 
 def _section_timings(timings: object) -> list[str]:
@@ -210,6 +231,8 @@ def write_report(out_dir: str | os.PathLike, results: Mapping,
     mode = str(results.get("mode") or "steered")
     md = [f"# corrsteer report{': ' + title if title else ''}\n",
           f"**Verdict:** {verdict(results)}.\n"]
+    if results.get("command"):
+        md.append(f"Made by `{results['command']}`.\n")
     md += _section_run(results)
     md += ["## Result on the test split\n", compare_table({mode: results})]
     md.append(f"\n{_STATS_NOTE}\n")
@@ -222,6 +245,7 @@ def write_report(out_dir: str | os.PathLike, results: Mapping,
     md += _section_features(results.get("features"), results.get("steered_layers"), results.get("method"))
     md += _section_selection(results.get("selection"), fig_dir)
     md += _section_correlations(correlations, fig_dir)
+    md += _section_saes(results.get("saes"))
     md += _section_timings(results.get("timings"))
     path = out_dir / "report.md"
     atomic.write_text(path, "\n".join(md))

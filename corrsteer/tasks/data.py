@@ -1,17 +1,8 @@
-"""Locating and reading benchmark data files (read-only; nothing is copied).
+"""Reading benchmark data files (read-only; nothing is copied).
 
-Search order for a dataset folder (first match wins):
-
-1. the ``data_dir`` argument (a datasets root holding ``<dataset>/``, or the dataset
-   folder itself); when given, nothing else is tried;
-2. ``$CORRSTEER_DATA`` (same two forms);
-3. ``<repo>/../shared/datasets`` where ``<repo>`` is the parent of the package folder
-   (an editable install or a source checkout);
-4. ``./../shared/datasets`` and ``./shared/datasets`` relative to the working directory.
-
-A folder qualifies when it contains a file matching the dataset's marker pattern. The
-error for a missing dataset lists every path tried and how to pass one. Where the
-datasets root has a ``SHA256SUMS`` file, the files a task reads are checked against it.
+Where the files are, and their check against ``SHA256SUMS``, is
+:mod:`corrsteer.storage.datasets` (shared with the default SAEs' training text); the
+files a task reads are checked against it.
 
 The Hugging Face hub is an optional fallback (:func:`hf_rows`): it needs the
 ``datasets`` package and network access, and says so cleanly when either is missing.
@@ -20,7 +11,6 @@ The Hugging Face hub is an optional fallback (:func:`hf_rows`): it needs the
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.util
 import json
 import logging
@@ -29,93 +19,18 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from corrsteer.errors import CorrsteerError
+from corrsteer.storage import datasets
+from corrsteer.storage.datasets import verify
 
 logger = logging.getLogger(__name__)
 
-ENV_VAR = "CORRSTEER_DATA"
-_VERIFIED: dict[Path, str] = {}
-
-
-def candidate_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The folders searched for datasets, in order (see the module docstring)."""
-    if data_dir is not None:
-        return [Path(data_dir).expanduser()]
-    roots: list[Path] = []
-    if os.environ.get(ENV_VAR):
-        roots.append(Path(os.environ[ENV_VAR]).expanduser())
-    repo = Path(__file__).resolve().parent.parent.parent
-    roots.append(repo.parent / "shared" / "datasets")
-    cwd = Path.cwd()
-    roots += [cwd.parent / "shared" / "datasets", cwd / "shared" / "datasets"]
-    unique: list[Path] = []
-    for r in roots:
-        if r not in unique:
-            unique.append(r)
-    return unique
-
 
 def dataset_dir(dataset: str, marker: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """Find the folder of ``dataset`` (e.g. ``"bbq"``) holding files matching ``marker``.
-
-    Args:
-        dataset: sub-folder name under a datasets root.
-        marker: glob pattern relative to the dataset folder, e.g. ``"*.jsonl"``.
-        data_dir: explicit root or dataset folder; None = the default search order.
-
-    Returns:
-        the dataset folder.
-
-    Raises:
-        CorrsteerError: nothing found; the message lists every path tried.
-    """
-    tried: list[Path] = []
-    for root in candidate_roots(data_dir):
-        for folder in (root / dataset, root):
-            if folder in tried:
-                continue
-            tried.append(folder)
-            if folder.is_dir() and any(folder.glob(marker)):
-                logger.debug("dataset %s found at %s", dataset, folder)
-                return folder
-    hint = hf_status()
-    listing = "\n  ".join(str(p) for p in tried)
-    raise CorrsteerError(
-        f"dataset {dataset!r} not found (looked for {marker!r} in):\n  {listing}\n"
-        f"Pass data_dir='/path/to/datasets' (a folder holding {dataset}/) or set ${ENV_VAR}. "
-        f"Hub fallback: {hint}")
-
-
-def verify(path: Path) -> None:
-    """Check ``path`` against a ``SHA256SUMS`` in its dataset root or the root's parent.
-
-    Files not listed, or with no ``SHA256SUMS`` around, pass unchecked (user data).
-
-    Raises:
-        CorrsteerError: the file's SHA-256 differs from the listed one.
-    """
-    path = path.resolve()
-    if path in _VERIFIED:
-        return
-    for root in (path.parent, path.parent.parent, path.parent.parent.parent):
-        sums = root / "SHA256SUMS"
-        if not sums.is_file():
-            continue
-        rel = "./" + path.relative_to(root).as_posix()
-        expected = None
-        for line in sums.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1] in (rel, rel[2:]):
-                expected = parts[0].lower()
-        if expected is None:
-            break
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != expected:
-            raise CorrsteerError(
-                f"{path} does not match {sums} (sha256 {digest[:12]}... != {expected[:12]}...): "
-                "the file was modified or truncated; restore it, or pass verify=False to the task "
-                "to use it anyway")
-        break
-    _VERIFIED[path] = "ok"
+    """:func:`corrsteer.storage.datasets.dataset_dir`, whose error also says whether the hub can help."""
+    try:
+        return datasets.dataset_dir(dataset, marker, data_dir)
+    except CorrsteerError as exc:
+        raise CorrsteerError(f"{exc} Hub fallback: {hf_status()}") from None
 
 
 def require_columns(columns: Iterable[str], needed: Iterable[str], path: Path | str) -> None:
