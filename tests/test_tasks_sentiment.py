@@ -106,7 +106,7 @@ def test_training_on_sst2_is_deterministic():
 @needs_sst2
 @pytest.mark.slow
 def test_retraining_reproduces_the_shipped_file():
-    """About 1.5 min on 2 busy cores: the script's training gives the shipped weights exactly."""
+    """20 s idle, about 1.5 min on 2 busy cores: the script's training gives the shipped weights exactly."""
     rebuilt = build_sentiment_judge(SST2)
     shipped = NgramJudge.load(SENTIMENT_FILE)
     assert rebuilt.bias == shipped.bias and rebuilt.weights == shipped.weights

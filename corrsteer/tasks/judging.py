@@ -7,7 +7,7 @@ bias, the training settings and the accuracy measured on a held-out file).
 
 The shipped sentiment judge, ``corrsteer/tasks/judges/sentiment_sst2.json`` (~0.4 MB),
 is built by ``python scripts/train_judges.py`` from SST-2 (``sst2/train.tsv``, 6,920
-sentences; label 1 = positive) in about 1.5 min: L2 strength chosen by seeded 5-fold
+sentences; label 1 = positive) in 20-100 s: L2 strength chosen by seeded 5-fold
 cross-validation on train (1e-4), then refit on all of train (17,765 n-grams). Its
 accuracy on ``sst2/dev.tsv`` (872 sentences, never used for fitting or for choosing the
 L2 strength) is **0.792** (stored in the file as ``dev_accuracy``; a test re-measures

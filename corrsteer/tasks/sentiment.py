@@ -27,7 +27,11 @@ Caveats, from reading 100 of those continuations: the judge agreed with a human 
 "a great idea" is 0.47 because "idea" leans negative in film reviews, "not the best"
 is 0.79 through "the best", and neutral text ("published in 1999") lands near 0.5 on
 either side. A continuation with no known word gets the bias, P = 0.478 (not positive).
-The reward is a noisy measure of positivity, so read the generations behind a gain.
+The reward is a noisy measure of positivity, so read the generations behind a gain:
+``corrsteer run --task sentiment --mode all --n-train 200 --n-test 100 --sae default``
+gave 71% -> 73% by the judge (+2 pp, McNemar p = 0.85), while one reader labelling the
+134 distinct texts in shuffled order, condition hidden (though some pairs had been seen
+before), found 67% -> 78% of the same 200 completions positive (18 up, 7 down, p = 0.04).
 """
 
 from __future__ import annotations

@@ -26,7 +26,10 @@ Base rate on the embedded Gemma 3 270M (greedy, base prompt, 300 test openers, s
 Continuations average 11 tokens. Command: ``python scripts/base_rate.py --task food --n 300``.
 
 Generation: up to 24 new tokens, stopped at the end of the first sentence or line, as
-for ``sentiment``.
+for ``sentiment``. Steering moves this reward:
+``corrsteer run --task food --mode all --n-train 200 --n-test 100 --sae default`` gave
+24% -> 69% (+45 pp, 95% CI [+35, +55], 46 up and 1 down) with fluent text ("a pizza and
+a bottle of wine", "a meal with us").
 """
 
 from __future__ import annotations
