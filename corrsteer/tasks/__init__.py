@@ -31,6 +31,8 @@ _BUILTIN = {
     "truthfulqa": "corrsteer.tasks.truthfulqa:TruthfulQATask",
     "sst2": "corrsteer.tasks.sst2:SST2Task",
     "custom": "corrsteer.tasks.custom:CustomTask",
+    "sentiment": "corrsteer.tasks.sentiment:SentimentTask",
+    "food": "corrsteer.tasks.topic:FoodTopicTask",
 }
 for _name, _factory in _BUILTIN.items():
     register_task(_name, _factory, overwrite=True)
