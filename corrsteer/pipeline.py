@@ -32,6 +32,7 @@ from typing import Any
 
 from corrsteer.config import RunConfig
 from corrsteer.method.baselines import NEEDS_STATE, select_method
+from corrsteer.method.calibration import calibrate_scale
 from corrsteer.method.collection import Collection, collect, load_collection
 from corrsteer.method.evaluation import evaluate, make_validator
 from corrsteer.method.features import Selection
@@ -90,8 +91,12 @@ def validator(cfg: RunConfig, res: Resources) -> Callable[[Any], float] | None:
                           max_new_tokens=cfg.max_new_tokens, progress=cfg.progress)
 
 
-def stage_collect(cfg: RunConfig, res: Resources, on_checkpoint: Callable[[int], None] | None = None) -> Collection:
-    """Collect over ``cfg.n_train`` training samples into ``<out>/collection/``."""
+def stage_collect(cfg: RunConfig, res: Resources, on_checkpoint: Callable[[int], None] | None = None,
+                  control_draws: int = 1) -> Collection:
+    """Collect over ``cfg.n_train`` training samples into ``<out>/collection/``.
+
+    ``control_draws``: shuffled-reward draws kept when the controls' state is collected.
+    """
     out = Path(cfg.out_dir())
     write_results(out / CONFIG_FILE, cfg.to_dict())
     samples = res.task.samples("train", cfg.n_train, seed=cfg.seed)
@@ -99,7 +104,7 @@ def stage_collect(cfg: RunConfig, res: Resources, on_checkpoint: Callable[[int],
                    batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, out_dir=out,
                    checkpoint_every=cfg.checkpoint_every, resume=cfg.resume, progress=cfg.progress,
                    on_checkpoint=on_checkpoint, controls=cfg.controls or cfg.method in NEEDS_STATE,
-                   control_seed=cfg.seed)
+                   control_seed=cfg.seed, control_draws=control_draws)
 
 
 def stage_select(cfg: RunConfig, res: Resources, collection: Collection | None = None) -> Selection:
@@ -112,13 +117,27 @@ def stage_select(cfg: RunConfig, res: Resources, collection: Collection | None =
                          f"were given for {sorted(res.saes)}; pass the same --sae/--layers as for collect")
     validate = validator(cfg, res)
     sel = select_method(cfg.method, collection, res.saes, cfg.mode, validate=validate, top_k=cfg.top_k,
-                        scale=cfg.scale, seed=cfg.seed)
+                        scale=1.0 if cfg.scale == "auto" else cfg.scale, seed=cfg.seed,
+                        negative_coefficient=cfg.negative_coefficient)
+    calibrate(cfg, res, sel)
     sel.meta.update(task=res.task.name, model=model_id(res.model), n_val=cfg.n_val if validate else 0,
                     n_train=collection.n, saes=describe_saes(res.saes))
     sel.save(out / SELECTION_DIR)
     log.info("selection (%s, %s): %s", cfg.mode, sel.method,
              [(f.layer, f.index, f.sign) for f in sel.features] or sel.layers or sel.note)
     return sel
+
+
+def calibrate(cfg: RunConfig, res: Resources, sel: Selection) -> None:
+    """With ``scale="auto"``: set ``sel.scale`` to the calibrated scale and keep the curve in ``sel.meta``."""
+    if cfg.scale != "auto":
+        return
+    samples = res.task.samples("validation", cfg.n_val, seed=cfg.seed)
+    sel.scale, sel.meta["scale_curve"] = calibrate_scale(res.model, res.tokenizer, res.task, sel, samples,
+                                                         cfg.scale_grid, batch_size=cfg.batch_size,
+                                                         max_new_tokens=cfg.max_new_tokens, progress=cfg.progress)
+    log.info("scale auto: %g (validation curve %s)", sel.scale,
+             [(p["scale"], round(p["score"], 3)) for p in sel.meta["scale_curve"]])
 
 
 def stage_eval(cfg: RunConfig, res: Resources, selection: Selection | None = None,

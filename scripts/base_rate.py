@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from corrsteer.generation import generate
+from corrsteer.method.generation import generate
 from corrsteer.models import load_model
 from corrsteer.tasks import get_task
 

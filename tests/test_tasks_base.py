@@ -17,8 +17,8 @@ from corrsteer.tasks import data as data_mod
 from corrsteer.tasks.base import carve, stable_rng
 
 FIX = Path(__file__).parent / "fixtures" / "tasks"
-ALL_BUILTIN = ["arithmetic", "bbq_ambig", "bbq_disambig", "custom", "emgsd", "gsm8k", "harmbench",
-               "mmlu", "sst2", "truthfulqa", "xstest"]
+ALL_BUILTIN = ["arithmetic", "bbq_ambig", "bbq_disambig", "custom", "emgsd", "food", "gsm8k", "harmbench",
+               "mmlu", "sentiment", "sst2", "truthfulqa", "xstest"]
 
 
 def test_list_tasks_has_every_builtin():

@@ -94,6 +94,28 @@ def parse_task_options(items: Sequence[str] | None) -> dict[str, Any]:
 
 
 _SINGULAR = {"task_options": "task-option"}  # a repeatable option is named for one of its items
+
+
+def _scale(text: str) -> float | str:
+    """``--scale``: a number, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """``--scale-grid 0.5,1,2``."""
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of numbers, e.g. 0.5,1,2") from None
+
+
+# fields whose option parses its own text (layers: parse_layers in config_from_args)
+_PARSERS: dict[str, Any] = {"layers": str, "scale": _scale, "scale_grid": _floats}
 _TYPES = {int: int, float: float, str: str}
 
 
@@ -113,7 +135,7 @@ def add_config_options(p: argparse.ArgumentParser, base: dict[str, Any] | None =
         meta = dict(f.metadata)
         default = (base or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else {})
         choices = meta.get("choices")
-        text = meta.get("help", "")
+        text = meta.get("help", "").replace("%", "%%")  # argparse formats help with %
         if choices:
             text += f": {' | '.join(choices)}"
         flag = "--" + _SINGULAR.get(f.name, f.name).replace("_", "-")
@@ -129,10 +151,10 @@ def add_config_options(p: argparse.ArgumentParser, base: dict[str, Any] | None =
             g.add_argument(flag, dest=f.name, action="append", default=None, metavar=meta.get("metavar"), help=text)
             continue
         base_type = next((t for t in typing.get_args(hint) or (hint,) if t in _TYPES), str)
-        if f.name == "layers":
-            base_type = str
-        shown = "" if default in (None, {}) else f" ({default})"
-        g.add_argument(flag, dest=f.name, type=_TYPES[base_type], default=None, help=text + shown)
+        kind = _PARSERS.get(f.name, _TYPES[base_type])
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        shown = "" if default in (None, {}) else f" ({shown})"
+        g.add_argument(flag, dest=f.name, type=kind, default=None, help=text + shown)
 
 
 def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> RunConfig:

@@ -23,7 +23,8 @@ a :class:`ControlState`:
   ``pooled relu(x) − pooled relu(−x) = mean_t x_t`` exactly (each product is with 1 or 0).
 
 Memory per layer: ``draws + 2`` accumulators of width d_sae and one of width d_model (each
-``6·8`` bytes per feature) plus the window buffer. The selections built from this state live in :mod:`corrsteer.method.baselines`.
+``6·8`` bytes per feature) plus the window buffer. The selections built from this state live in
+:mod:`corrsteer.method.baselines`.
 
 The experiment that compares them all is :func:`corrsteer.studies.controls.run_controls`.
 """
