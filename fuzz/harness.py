@@ -39,6 +39,12 @@ def instrumented() -> Iterator[None]:
         import atheris
 
         with atheris.instrument_imports(include=["corrsteer"]):
+            # corrsteer/__init__ imports lazily: bring in what the targets reach, so that it is
+            # instrumented too (a module first imported outside this block is not)
+            import corrsteer.sae.formats  # noqa: F401
+            import corrsteer.sae.model  # noqa: F401
+            import corrsteer.storage.safetensors  # noqa: F401
+            import corrsteer.tasks.custom  # noqa: F401
             yield
     else:
         yield
