@@ -121,6 +121,8 @@ class RunConfig:
     resume: bool = _opt(False, "continue an interrupted collection found in the output folder")
     checkpoint_every: int = _opt(256, "samples between collection checkpoints")
     progress: bool = _opt(True, "show progress bars")
+    train: bool = _opt(True, "train the default SAEs of layers not in the cache yet (minutes per layer); "
+                             "--no-train refuses instead")
     max_new_tokens: int | None = _opt(None, "override the task's generation length")
     n_boot: int = _opt(10000, "bootstrap resamples for the 95% interval of the difference")
     task_options: dict[str, Any] = _opt({}, "keyword option of the task, KEY=VALUE, repeatable (a value that "

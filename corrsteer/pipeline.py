@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -63,16 +64,95 @@ class Resources:
     saes: dict[int, Any]  # layer -> SAE (empty for eval-only)
 
 
-def load_resources(cfg: RunConfig, *, model: Any = None, tokenizer: Any = None, task: Any = None,
-                   saes: Mapping[int, Any] | None = None) -> Resources:
-    """Load the model, task and SAEs named by ``cfg`` (anything passed in is used as is)."""
-    if task is None:  # a bad task or data folder fails before the model loads
+STAGES = ("run", "collect", "select", "eval")  # what load_resources prepares for (controls: "run")
+_OPTION = {"train": "--n-train", "validation": "--n-val", "test": "--n-test"}
+
+
+def check_out_dir(out: str | os.PathLike[str]) -> Path:
+    """Create the run folder ``out`` (and its parents) and prove that a file can be written in it.
+
+    Raises:
+        ValueError: ``out`` or one of its parents is a file, or the folder cannot be created or
+            written (read-only, no permission, full disk); the message names the path.
+    """
+    path = Path(out)
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            what = "--out" if parent == path else f"--out {str(path)!r}: its parent"
+            raise ValueError(f"{what} {str(parent)!r} is a file, not a folder; pass a folder path to --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".corrsteer-probe-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write in the output folder {str(path)!r} ({exc.strerror or exc}); "
+                         "pick a writable folder with --out") from None
+    return path
+
+
+def preflight(cfg: RunConfig, stage: str = "run", task: Any = None) -> Any:
+    """Everything about ``cfg`` that can be checked before a model is loaded or an SAE trained.
+
+    In order: the options (``cfg.check()``), ``--data-dir``, the task (its name, options and data
+    files, read and validated now), that each split holds the samples the stage draws
+    (``--n-train``, ``--n-val`` for global/pruned and ``--scale auto``, ``--n-test``), the collection ``select`` reads
+    (present and finished), and that the output folder can be written. (``eval``'s selection is
+    read by the caller, which knows which folder it is.)
+
+    Args:
+        cfg: the run's options.
+        stage: one of ``STAGES``; what the caller is about to do.
+        task: an already-built task to check instead of building ``cfg.task``.
+
+    Returns:
+        The task, with its splits loaded.
+
+    Raises:
+        ValueError: naming the option, file or folder at fault and how to fix it.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage={stage!r} is not one of {STAGES}")
+    cfg.check()
+    if cfg.data_dir is not None and not Path(cfg.data_dir).expanduser().is_dir():
+        what = "is a file" if Path(cfg.data_dir).expanduser().exists() else "does not exist"
+        raise ValueError(f"--data-dir {cfg.data_dir!r} {what}; pass the folder that holds the task's data")
+    if task is None:
         task = get_task(cfg.task, data_dir=cfg.data_dir, **cfg.task_options)
+    need = {"train": cfg.n_train if stage in ("run", "collect") else 0,
+            "validation": cfg.n_val if stage in ("run", "select") and (cfg.mode in ("global", "pruned")
+                                                                      or cfg.scale == "auto") else 0,
+            "test": cfg.n_test if stage in ("run", "eval") else 0}
+    if stage in ("run", "eval") and cfg.n_test < 1:
+        raise ValueError("--n-test is 0: the evaluation needs at least one test sample")
+    splits = task.splits() if any(need.values()) else {}
+    for split, n in need.items():
+        if n and n > len(splits[split]):
+            raise ValueError(f"{_OPTION[split]} {n} is more than the {split} split of task {task.name!r} holds "
+                             f"({len(splits[split])} samples); pass {_OPTION[split]} {len(splits[split])} or less")
+    out = Path(cfg.out_dir())
+    if stage == "select":
+        load_collection(out)  # missing or unfinished: ValueError naming the folder and the command to run
+    check_out_dir(out)
+    return task
+
+
+def load_resources(cfg: RunConfig, *, model: Any = None, tokenizer: Any = None, task: Any = None,
+                   saes: Mapping[int, Any] | None = None, stage: str = "run") -> Resources:
+    """Check ``cfg`` for ``stage`` (:func:`preflight`), then load the model, task and SAEs it names.
+
+    Anything passed in is used as is. ``select`` with ``--sae default`` and no ``--layers`` loads the
+    SAEs of the collection's layers only.
+    """
+    task = preflight(cfg, stage, task)  # bad options, data, splits or folders fail before the model loads
     if model is None or tokenizer is None:
         model, tokenizer = load_model(cfg.model, device=cfg.device)
     model.eval()
     if saes is None:
-        saes = load_saes(cfg.sae, model, tokenizer, cfg.layers, progress=cfg.progress, data_dir=cfg.data_dir)
+        layers = cfg.layers
+        if stage == "select" and layers is None:
+            layers = tuple(sorted(load_collection(Path(cfg.out_dir())).accumulators))
+        saes = load_saes(cfg.sae, model, tokenizer, layers, progress=cfg.progress, train=cfg.train,
+                         data_dir=cfg.data_dir)
     return Resources(model, tokenizer, task, dict(sorted(saes.items())))
 
 

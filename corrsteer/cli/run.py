@@ -130,8 +130,9 @@ def _eval(args: argparse.Namespace) -> None:
     from corrsteer import pipeline
     from corrsteer.method.features import Selection
 
-    sel = Selection.load(args.selection) if args.selection else None  # a bad folder fails before the model loads
-    res = pipeline.load_resources(cfg, saes={})
+    # a missing or bad selection fails before the model loads
+    sel = Selection.load(args.selection or Path(cfg.out_dir()) / pipeline.SELECTION_DIR)
+    res = pipeline.load_resources(cfg, saes={}, stage="eval")
     print(format_headline(pipeline.stage_eval(cfg, res, sel, command=args.command_line)))
 
 
@@ -139,7 +140,7 @@ def _collect(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     from corrsteer import pipeline
 
-    col = pipeline.stage_collect(cfg, pipeline.load_resources(cfg))
+    col = pipeline.stage_collect(cfg, pipeline.load_resources(cfg, stage="collect"))
     print(f"collected {col.n} samples at layers {sorted(col.accumulators)}: score {_pct(col.score)} "
           f"-> {Path(cfg.out_dir()) / 'collection'}")
 
@@ -148,7 +149,7 @@ def _select(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     from corrsteer import pipeline
 
-    sel = pipeline.stage_select(cfg, pipeline.load_resources(cfg))
+    sel = pipeline.stage_select(cfg, pipeline.load_resources(cfg, stage="select"))
     feats = ", ".join(f"L{f.layer} {'+' if f.sign > 0 else '-'}#{f.index} (r={f.r:+.3f})" for f in sel.features)
     feats = feats or ", ".join(f"L{l} vector" for l in sel.layers)
     how = sel.mode if sel.method == "corrsteer" else f"{sel.mode}, {sel.method}"

@@ -222,7 +222,7 @@ def cache_root(model: Any, settings: DefaultSettings, cache_dir: str | os.PathLi
 
 def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None = None, *,
                        cache: bool = True, cache_dir: str | os.PathLike | None = None,
-                       settings: DefaultSettings | None = None, progress: bool = True,
+                       settings: DefaultSettings | None = None, progress: bool = True, train: bool = True,
                        data_root: str | os.PathLike | None = None, quality: dict[str, float] | None = QUALITY,
                        **overrides: Any) -> dict[int, Any]:
     """Train (or load from the cache) the default SAE of each layer.
@@ -234,6 +234,8 @@ def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None 
         cache_dir: the cache base instead of ``$CORRSTEER_CACHE``.
         settings: ``DefaultSettings``; ``**overrides`` replace single fields.
         progress: tqdm bars for sampling, harvesting and training.
+        train: train the layers missing from the cache (a warning says so first); False raises
+            ``ValueError`` naming them instead.
         data_root: the datasets root to try first for the text mix (:func:`data_dir`).
         quality: the bar every SAE must pass (:data:`QUALITY`); None skips it (tests, experiments).
 
@@ -260,6 +262,14 @@ def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None 
     todo = [l for l in layers if l not in out]
     if not todo:
         return out
+    where = f"in {root}" if root is not None else "(cache=False)"
+    if not train:
+        raise ValueError(f"no cached default SAE for layers {todo} of {model_id(model)} {where}; train them once "
+                         f"with `corrsteer train-sae --layers {','.join(map(str, todo))}`, or drop --no-train")
+    logger.warning("no cached default SAE for layers %s of %s %s: sampling %d texts, harvesting %d tokens per layer "
+                   "and training %d SAE(s) now; this usually takes 1-3 minutes per layer for Gemma 3 270M on 2 CPU "
+                   "cores, longer for larger models (--no-train refuses instead)", todo, model_id(model), where,
+                   settings.n_samples, settings.n_tokens, len(todo))
     texts, desc = default_texts(model, tokenizer, settings, progress, data_root)
     acts = harvest(model, tokenizer, texts, todo, settings.n_tokens, max_length=settings.max_length,
                    progress=progress)

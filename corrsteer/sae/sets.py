@@ -19,7 +19,7 @@ __all__ = ["describe_saes", "load_saes"]
 
 
 def load_saes(spec: str, model: Any, tokenizer: Any, layers: Sequence[int] | None = None,
-              progress: bool = True, data_dir: str | None = None) -> dict[int, Any]:
+              progress: bool = True, train: bool = True, data_dir: str | None = None) -> dict[int, Any]:
     """Resolve ``--sae``: a path, a comma list of paths, or ``"default"``.
 
     Args:
@@ -28,6 +28,8 @@ def load_saes(spec: str, model: Any, tokenizer: Any, layers: Sequence[int] | Non
         layers: keep only these layers (each must have an SAE); None = every SAE given
             (for "default": ``corrsteer.sae.defaults.DEFAULT_LAYERS`` within the model's depth).
         progress: tqdm bars while default SAEs are trained (first use only).
+        train: for "default", train the layers missing from the cache (after a warning that says
+            so); False refuses with a ``ValueError`` naming them (``--no-train``).
         data_dir: a datasets root to try first for the default SAEs' training text.
 
     Returns:
@@ -46,7 +48,7 @@ def load_saes(spec: str, model: Any, tokenizer: Any, layers: Sequence[int] | Non
         raise ValueError("sae must be 'default' or one or more SAE paths separated by commas")
     if spec.strip() == "default":
         saes = dict(train_default_saes(model, tokenizer, layers=None if layers is None else list(layers), cache=True,
-                                       progress=progress, data_root=data_dir))
+                                       progress=progress, train=train, data_root=data_dir))
     else:
         paths = [p.strip() for p in spec.split(",") if p.strip()]
         single_layer = layers[0] if layers is not None and len(layers) == 1 and len(paths) == 1 else None

@@ -41,59 +41,127 @@ def require_columns(columns: Iterable[str], needed: Iterable[str], path: Path | 
         raise ValueError(f"{path}: missing column(s) {missing}; the file has {have}")
 
 
-def read_csv(path: Path, needed: Iterable[str] = (), delimiter: str = ",", check: bool = True) -> list[dict]:
-    """Rows of a CSV file with a header, as dicts; missing columns are a ValueError."""
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> ValueError:
+    return ValueError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} of a "
+                      "chunk); save the file as UTF-8")
+
+
+def read_csv_rows(path: Path, needed: Iterable[str] = (), delimiter: str = ",",
+                  check: bool = True) -> list[tuple[int, dict]]:
+    """``(line, row)`` pairs of a CSV file with a header; ``line`` is the 1-based line the row ends on.
+
+    Every row must have exactly as many fields as the header: a short row would leave columns
+    empty (``None``) and a long one would put values under no column, so either is a ValueError
+    naming the file, the line and the columns concerned. So are a field over the csv module's
+    size limit (128 KiB), a NUL byte and bytes that are not UTF-8.
+    """
     if check:
         verify(path)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        require_columns(reader.fieldnames or [], needed, path)
-        return list(reader)
+    needed = list(needed)
+    out: list[tuple[int, dict]] = []
+    reader = None
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh, delimiter=delimiter)
+            header = next(reader, None)
+            require_columns(header or [], needed, path)
+            header = header or []
+            for fields in reader:
+                line = reader.line_num
+                if not fields:
+                    continue  # a blank line, as csv.DictReader skips it
+                if len(fields) != len(header):
+                    lost = header[len(fields):] if len(fields) < len(header) else []
+                    what = f"; no value for column(s) {lost}" if lost else ""
+                    raise ValueError(f"{path}:{line}: {len(fields)} fields but the header has {len(header)}"
+                                     f"{what}; quote fields that contain {delimiter!r} or fix the row")
+                out.append((line, dict(zip(header, fields))))
+    except csv.Error as exc:
+        where = f":{reader.line_num}" if reader is not None else ""
+        raise ValueError(f"{path}{where}: not valid CSV ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    return out
 
 
-def read_jsonl(path: Path, needed: Iterable[str] = (), check: bool = True) -> list[dict]:
-    """Objects of a JSON-lines file; a malformed line or a missing key is a ValueError."""
+def read_csv(path: Path, needed: Iterable[str] = (), delimiter: str = ",", check: bool = True) -> list[dict]:
+    """Rows of a CSV file with a header, as dicts; see :func:`read_csv_rows` for what is refused."""
+    return [row for _, row in read_csv_rows(path, needed, delimiter, check)]
+
+
+def read_jsonl_rows(path: Path, needed: Iterable[str] = (), check: bool = True) -> list[tuple[int, dict]]:
+    """``(line, object)`` pairs of a JSON-lines file; a malformed line or a missing key is a ValueError."""
     if check:
         verify(path)
     needed = list(needed)
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{i}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in needed if k not in row]
-            if missing:
-                raise ValueError(f"{path}:{i}: missing key(s) {missing}; the line has {sorted(row)}")
-            rows.append(row)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{i}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                except RecursionError:
+                    raise ValueError(f"{path}:{i}: JSON nested too deeply") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
+                missing = [k for k in needed if k not in row]
+                if missing:
+                    raise ValueError(f"{path}:{i}: missing key(s) {missing}; the line has {sorted(row)}")
+                rows.append((i, row))
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
     return rows
+
+
+def read_jsonl(path: Path, needed: Iterable[str] = (), check: bool = True) -> list[dict]:
+    """Objects of a JSON-lines file; a malformed line or a missing key is a ValueError."""
+    return [row for _, row in read_jsonl_rows(path, needed, check)]
+
+
+def read_json_rows(path: Path, needed: Iterable[str] = ()) -> list[tuple[str, dict]]:
+    """``(where, object)`` pairs of a ``.json`` file holding a list of objects (``where``: ``<path> item 3``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise ValueError(f"{path}: a .json data file must hold a list of objects")
+    for i, row in enumerate(data):
+        require_columns(row, needed, f"{path} item {i}")
+    return [(f"{path} item {i}", row) for i, row in enumerate(data)]
+
+
+def read_table_rows(path: str | os.PathLike, needed: Iterable[str] = ()) -> list[tuple[str, dict]]:
+    """``(where, row)`` pairs of a ``.csv``, ``.tsv``, ``.jsonl``/``.ndjson`` or ``.json`` file.
+
+    ``where`` names the file and the row, for messages: ``"<path>:8"`` (the line in a CSV, TSV
+    or JSONL file) or ``"<path> item 3"`` (a ``.json`` list, 0-based).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ValueError(f"data file {path} {what}; pass path= to an existing CSV/TSV/JSONL file")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return [(f"{path}:{i}", r) for i, r in read_csv_rows(path, needed, "\t" if suffix == ".tsv" else ",")]
+    if suffix in (".jsonl", ".ndjson"):
+        return [(f"{path}:{i}", r) for i, r in read_jsonl_rows(path, needed)]
+    if suffix == ".json":
+        return read_json_rows(path, needed)
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl or .json")
 
 
 def read_table(path: str | os.PathLike, needed: Iterable[str] = ()) -> list[dict]:
     """Rows of a ``.csv``, ``.tsv``, ``.jsonl``/``.ndjson`` or ``.json`` (list of objects) file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ValueError(f"data file {path} does not exist; pass path= to an existing CSV/TSV/JSONL file")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return read_csv(path, needed)
-    if suffix == ".tsv":
-        return read_csv(path, needed, delimiter="\t")
-    if suffix in (".jsonl", ".ndjson"):
-        return read_jsonl(path, needed)
-    if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise ValueError(f"{path}: a .json data file must hold a list of objects")
-        for i, row in enumerate(data):
-            require_columns(row, needed, f"{path}[{i}]")
-        return data
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl or .json")
+    return [row for _, row in read_table_rows(path, needed)]
 
 
 def hf_available() -> bool:
