@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from corrsteer.models import d_model, find_layers
-from corrsteer.sae.defaults import train_default_saes
+from corrsteer.sae.defaults import SETS, train_default_saes
 from corrsteer.sae.model import SAE
 
 __all__ = ["describe_saes", "load_saes"]
@@ -23,7 +23,8 @@ def load_saes(spec: str, model: Any, tokenizer: Any, layers: Sequence[int] | Non
     """Resolve ``--sae``: a path, a comma list of paths, or ``"default"``.
 
     Args:
-        spec: ``"default"`` (:func:`corrsteer.sae.defaults.train_default_saes`, cached) or SAE paths.
+        spec: a named set of :data:`corrsteer.sae.defaults.SETS` (``"default"``, ``"default-16k"``: trained
+            once by :func:`corrsteer.sae.defaults.train_default_saes`, then cached) or SAE paths.
         model, tokenizer: the model the SAEs are used with.
         layers: keep only these layers (each must have an SAE); None = every SAE given
             (for "default": ``corrsteer.sae.defaults.DEFAULT_LAYERS`` within the model's depth).
@@ -46,9 +47,10 @@ def load_saes(spec: str, model: Any, tokenizer: Any, layers: Sequence[int] | Non
             raise ValueError(f"layers {bad} are out of range: the model has {n_layers} layers (0..{n_layers - 1})")
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError("sae must be 'default' or one or more SAE paths separated by commas")
-    if spec.strip() == "default":
+    if spec.strip() in SETS:
         saes = dict(train_default_saes(model, tokenizer, layers=None if layers is None else list(layers), cache=True,
-                                       progress=progress, train=train, data_root=data_dir))
+                                       progress=progress, train=train, data_root=data_dir,
+                                       settings=SETS[spec.strip()]))
     else:
         paths = [p.strip() for p in spec.split(",") if p.strip()]
         single_layer = layers[0] if layers is not None and len(layers) == 1 and len(paths) == 1 else None
