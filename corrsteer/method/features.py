@@ -124,6 +124,21 @@ class Selection:
         return cls(mode=mode, features=list(features), directions=directions, coefficients=coefficients,
                    sites=sites, **fields)
 
+    def describe(self) -> str:
+        """What the selection steers, in one line: ``L3 +#12 (c=+1.9); L6 −#40 (c=−2.2)``, or its vectors' layers."""
+        if self.features:
+            return "; ".join(f"L{f.layer} {'+' if f.sign > 0 else '−'}#{f.index} (r={f.r:+.2f}, c={_signed(f.coefficient)})"
+                             for f in self.features)
+        if self.layers:
+            norms = self.meta.get("norms", {})
+            return "; ".join(f"L{l} vector (norm {norms.get(str(l), {}).get('steered', float('nan')):.3g})"
+                             for l in self.layers)
+        return f"nothing ({self.note or 'no feature selected'})"
+
+    def __str__(self) -> str:
+        scale = "" if self.scale == 1.0 else f", scale {self.scale:g}"
+        return f"{self.method} selection ({self.mode}{scale}): {self.describe()}"
+
     @property
     def layers(self) -> list[int]:
         """The steered layers, sorted ([] = steer nothing)."""
@@ -231,6 +246,10 @@ class Selection:
                        meta=doc.get("meta", {}), method=str(doc.get("method", "corrsteer")))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{str(d)!r} does not hold a valid selection: {exc}") from exc
+
+
+def _signed(x: float) -> str:
+    return "0" if abs(x) < 5e-4 else f"{x:+.3g}"  # never "-0": a zero coefficient steers nothing
 
 
 def _feature(d: dict[str, Any]) -> Feature:

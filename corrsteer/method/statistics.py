@@ -38,6 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "format_p",
     "compare",
     "paired_bootstrap_ci",
     "score_ci",
@@ -378,3 +379,14 @@ def paired_difference(a: Sequence[float], b: Sequence[float], n_boot: int = 1000
         flips = rng.choice(np.array([-1.0, 1.0]), size=(min(rows, n_boot - start), d.size))  # (rows, n)
         extreme += int((np.abs(flips @ d / d.size) >= observed - 1e-12).sum())
     return {"delta": float(d.mean()), "ci95": ci, "p": (1 + extreme) / (1 + n_boot), "n": int(d.size)}
+
+
+def format_p(p: float) -> str:
+    """A p-value for tables: ``0.41``, ``0.041``, ``0.0041``, ``3.2e-05``."""
+    if p >= 0.995:
+        return "1"
+    if p >= 0.1:
+        return f"{p:.2f}"
+    if p >= 0.001:
+        return f"{p:.2g}"
+    return f"{p:.1e}"

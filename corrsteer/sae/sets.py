@@ -20,7 +20,7 @@ __all__ = ["describe_saes", "load_saes"]
 
 def load_saes(spec: str, model: Any, tokenizer: Any, layers: Sequence[int] | None = None,
               progress: bool = True, train: bool = True, data_dir: str | None = None) -> dict[int, Any]:
-    """Resolve ``--sae``: a path, a comma list of paths, or ``"default"``.
+    """The SAEs of ``--sae``: a named set (``"default"``), a path, or a comma list of paths.
 
     Args:
         spec: a named set of :data:`corrsteer.sae.defaults.SETS` (``"default"``, ``"default-16k"``: trained

@@ -50,22 +50,6 @@ CONTROLS_JSON = "controls.json"
 CONTROLS_MD = "controls.md"
 
 
-def describe(sel: Any) -> str:
-    """What a selection steers, in one cell: ``L3 +#12 (c=+1.9); L6 −#40 (c=−2.2)`` or the vectors' layers."""
-    if sel.features:
-        return "; ".join(f"L{f.layer} {'+' if f.sign > 0 else '−'}#{f.index} (c={_signed(f.coefficient)})"
-                         for f in sel.features)
-    if sel.layers:
-        norms = sel.meta.get("norms", {})
-        return "; ".join(f"L{l} vector (norm {norms.get(str(l), {}).get('steered', float('nan')):.3g})"
-                         for l in sel.layers)
-    return f"nothing ({sel.note or 'no feature selected'})"
-
-
-def _signed(x: float) -> str:
-    return "0" if abs(x) < 5e-4 else f"{x:+.3g}"  # never "-0": a zero coefficient steers nothing
-
-
 def example_pairs(base: Sequence[Mapping[str, Any]], steered: Sequence[Mapping[str, Any]],
                   k: int = 3) -> list[dict[str, Any]]:
     """Up to ``k`` samples whose completion steering changed, rewarded changes (0 -> 1) first, in sample order."""
@@ -138,7 +122,7 @@ def run_controls(cfg: Any, methods: Sequence[str] = DEFAULT_METHODS, *, draws: i
                                 ev.baseline + ev.steered)
         fluency[name] = _fluency(res, ev.steered, perplexity)
         rows[name] = dict(ev.comparison, method=name, features=features_summary(sel), steered_layers=sel.layers,
-                          steers=describe(sel), note=sel.note, metrics=ev.metrics, selection_meta=sel.meta,
+                          steers=sel.describe(), note=sel.note, metrics=ev.metrics, selection_meta=sel.meta,
                           fluency=fluency[name])
         steered[name] = [r["reward"] for r in ev.steered]
         if name == "corrsteer":
