@@ -315,6 +315,7 @@ def _collect_shared(job: _Job, total: Collection, holder: dict[int, Any], k: int
     for j in mine:
         blob = checkpoint_bytes(job.window(j, bar), job.spans[j][1] - job.spans[j][0])
         if folder is not None:
+            window_path(folder, j).parent.mkdir(exist_ok=True)
             atomic.write_bytes(window_path(folder, j), blob)
         send[j] = blob
         if on_checkpoint is not None:

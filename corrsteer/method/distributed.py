@@ -31,6 +31,7 @@ import datetime
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,7 +40,7 @@ from corrsteer.errors import CorrsteerError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENV_TIMEOUT", "World", "current", "device_for", "init", "finish", "launched"]
+__all__ = ["ENV_TIMEOUT", "Comm", "TorchComm", "World", "current", "device_for", "finish", "init", "launched", "use"]
 
 ENV_TIMEOUT = "CORRSTEER_DIST_TIMEOUT"  # seconds a rank waits for the others at an exchange
 DEFAULT_TIMEOUT = 1800.0
@@ -124,11 +125,23 @@ class World:
 
 
 _CURRENT = World()
+_LOCAL = threading.local()  # a world set by use() for this thread only
 
 
 def current() -> World:
-    """The world :func:`init` joined, or the one-process world."""
-    return _CURRENT
+    """The world of :func:`use` in this thread, else the one :func:`init` joined, else one process."""
+    return getattr(_LOCAL, "world", None) or _CURRENT
+
+
+@contextlib.contextmanager
+def use(world: World) -> Iterator[World]:
+    """Make ``world`` :func:`current` in this thread while the block runs (ranks as threads, in tests)."""
+    before = getattr(_LOCAL, "world", None)
+    _LOCAL.world = world
+    try:
+        yield world
+    finally:
+        _LOCAL.world = before
 
 
 def _env_int(name: str, default: int | None = None) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 
 from corrsteer import pipeline
 from corrsteer.config import check_method
+from corrsteer.method import distributed
 from corrsteer.method.baselines import select_method
 from corrsteer.method.evaluation import evaluate, generate_records
 from corrsteer.models import model_id
@@ -66,6 +67,7 @@ def run_controls(cfg: Any, methods: Sequence[str] = DEFAULT_METHODS, *, model: A
         raise ValueError(f"methods {list(methods)} lists a method twice")
     cfg = cfg.replace(controls=True).check()  # the caller's config is left as it was
     out = Path(cfg.out_dir())
+    main = distributed.current().is_main  # under torchrun every rank computes, rank 0 writes
     t0 = time.perf_counter()
     res = pipeline.load_resources(cfg, model=model, tokenizer=tokenizer, task=task, saes=saes)
     t1 = time.perf_counter()
@@ -79,7 +81,8 @@ def run_controls(cfg: Any, methods: Sequence[str] = DEFAULT_METHODS, *, model: A
                                 reference=sels["corrsteer"])
     for name, sel in sels.items():
         sel.meta.update(task=res.task.name, n_train=col.n)
-        sel.save(out / "methods" / name / "selection")
+        if main:
+            sel.save(out / "methods" / name / "selection")
     t3 = time.perf_counter()
     samples = res.task.samples("test", cfg.n_test, seed=cfg.seed)
     if not samples:
@@ -89,11 +92,13 @@ def run_controls(cfg: Any, methods: Sequence[str] = DEFAULT_METHODS, *, model: A
     base = generate_records(res.model, res.tokenizer, res.task, samples, None, batch_size=cfg.batch_size,
                             max_new_tokens=cfg.max_new_tokens, progress=cfg.progress, desc="test unsteered",
                             condition="baseline")
-    write_generations_jsonl(out / "generations_baseline.jsonl", base)
+    if main:
+        write_generations_jsonl(out / "generations_baseline.jsonl", base)
     rows: dict[str, Any] = {}
     for name, sel in sels.items():
         ev = evaluate(res.model, res.tokenizer, res.task, sel, samples, baseline=base, label=name, **opts)
-        write_generations_jsonl(out / "methods" / name / "generations.jsonl", ev.baseline + ev.steered)
+        if main:
+            write_generations_jsonl(out / "methods" / name / "generations.jsonl", ev.baseline + ev.steered)
         row = dict(ev.comparison)
         row.update(method=name, features=features_summary(sel), steered_layers=sel.layers, steers=describe(sel),
                    note=sel.note, metrics=ev.metrics, selection_meta=sel.meta)
@@ -106,6 +111,8 @@ def run_controls(cfg: Any, methods: Sequence[str] = DEFAULT_METHODS, *, model: A
            "seed": cfg.seed, "n_train": col.n, "n_test": len(samples), "collection_score": col.score,
            "rows": rows, "timings": timings, "config": cfg.to_dict()}
     pipeline.write_results(out / CONTROLS_JSON, doc)
+    if not main:
+        return doc
     title = (f"CorrSteer vs controls and baselines: {res.task.name} · {doc['model']} · mode {cfg.mode} · "
              f"n_train {col.n} · n_test {len(samples)}")
     path = write_comparison_report(out, rows, title=title, filename=CONTROLS_MD)
