@@ -192,3 +192,27 @@ def test_pipeline_on_two_ranks_writes_what_one_process_writes(tmp_path: Path) ->
     assert a["selection"]["candidates"], "pruned validated no candidate: the test is too weak"
     for name in ("generations.jsonl", "selection/selection.json", "collection/records.jsonl"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_controls_study_on_two_ranks_writes_what_one_process_writes(tmp_path: Path) -> None:
+    """``corrsteer controls`` under torchrun: shared collection, validation and evaluation; rank 0 writes."""
+    from corrsteer.studies.controls import run_controls
+
+    saes = {l: build_tiny_sae(32, 48, "relu", seed=20 + l, layer=l) for l in (0, 1, 2)}
+    methods = ["random", "shuffled", "diff-in-means", "fisher"]
+
+    def go(world: World | None, out: Path) -> Any:
+        cfg = RunConfig(task="parity", model="tiny", sae="tiny", n_train=24, n_val=6, n_test=10, batch_size=4,
+                        checkpoint_every=8, progress=False, n_boot=200, out=str(out), mode="pruned", scale=8.0)
+        with distributed.use(world or World()):
+            return run_controls(cfg, methods, model=MODELS[0 if world is None else world.rank], tokenizer=TOK,
+                                task=ParityTask(), saes=saes)
+
+    go(None, tmp_path / "one")
+    unwrap(run_ranks(2, lambda w: go(w, tmp_path / "two")))
+    a, b = (json.loads((tmp_path / d / "controls.json").read_text()) for d in ("one", "two"))
+    for doc in (a, b):
+        doc.pop("timings"), doc["config"].pop("out")
+    assert a == b and set(a["rows"]) == {"corrsteer", *methods}
+    md = (tmp_path / "two" / "controls.md").read_text()
+    assert md.count("## What each method steers") == 1  # written once, by rank 0

@@ -36,14 +36,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from corrsteer.config import POOLS, POSITIONS, check_choice, fingerprint
-from corrsteer.core import CorrelationAccumulator
 from corrsteer.errors import CorrsteerError
-from corrsteer.hooks import capture
 from corrsteer.method import distributed
 from corrsteer.method.checkpoints import (
     CHECKPOINT_FILE,
@@ -63,21 +59,13 @@ from corrsteer.method.checkpoints import (
     window_path,
     write_records,
 )
-from corrsteer.method.control_state import ControlState, identity_sae, residual_means
-from corrsteer.method.generation import generate
-from corrsteer.models import d_model
+from corrsteer.method.window import Job, windows
 from corrsteer.storage import atomic
-from corrsteer.storage.jsonable import to_jsonable
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CHECKPOINT_FILE", "COLLECTION_DIR", "RECORDS_FILE", "Collection", "collect", "load_checkpoint",
            "load_collection", "run_fingerprint", "sae_digest", "save_checkpoint", "windows"]
-
-
-def windows(n: int, every: int) -> list[tuple[int, int]]:
-    """The windows ``[(start, end)]`` of ``n`` samples cut every ``every`` samples."""
-    return [(a, min(a + every, n)) for a in range(0, n, every)]
 
 
 def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samples: Sequence[Any], *,
@@ -141,9 +129,9 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
         log.warning("%d ranks share %d windows of %d samples: %d ranks will idle; lower --checkpoint-every to "
                     "%d or less to give every rank a window", world.size, len(spans), checkpoint_every,
                     world.size - len(spans), max(1, len(samples) // world.size))
-    job = _Job(model, tokenizer, task, saes, samples, pool, positions, batch_size, max_new_tokens, fp,
-               {"pool": pool, "positions": positions, "layers": layers, "n": len(samples), "task": task.name},
-               control_seed if controls else None, spans)
+    job = Job(model, tokenizer, task, saes, samples, pool, positions, batch_size, max_new_tokens, fp,
+              {"pool": pool, "positions": positions, "layers": layers, "n": len(samples), "task": task.name},
+              control_seed if controls else None, spans)
     folder = Path(out_dir) / COLLECTION_DIR if out_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -184,42 +172,6 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
     return total
 
 
-class _Job:
-    """What every window of one collection shares, and how one window is collected."""
-
-    def __init__(self, model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samples: Sequence[Any],
-                 pool: str, positions: str, batch_size: int, max_new_tokens: int, fp: dict[str, Any],
-                 meta: dict[str, Any], control_seed: int | None, spans: list[tuple[int, int]]) -> None:
-        self.model, self.tokenizer, self.task, self.saes, self.samples = model, tokenizer, task, saes, samples
-        self.pool, self.positions, self.batch_size, self.max_new_tokens = pool, positions, batch_size, max_new_tokens
-        self.fp, self.meta, self.control_seed, self.spans = fp, meta, control_seed, spans
-
-    def empty(self, offset: int = 0) -> Collection:
-        """Fresh accumulators (and controls' state starting at sample ``offset``)."""
-        state = None
-        if self.control_seed is not None:
-            state = ControlState({l: int(self.saes[l].d_sae) for l in self.saes}, d_model(self.model),
-                                 self.control_seed)
-            state.offset = offset
-        return Collection({l: CorrelationAccumulator(int(self.saes[l].d_sae)) for l in sorted(self.saes)}, [],
-                          self.fp, complete=False, meta=dict(self.meta), controls=state)
-
-    def window(self, j: int, bar: Any) -> Collection:
-        """Collect window ``j`` into fresh accumulators."""
-        a, b = self.spans[j]
-        win = self.empty(a)
-        win.meta.update(window=j, start=a, end=b)
-        for s in range(a, b, self.batch_size):
-            batch = self.samples[s:min(s + self.batch_size, b)]
-            _collect_batch(self.model, self.tokenizer, self.task, self.saes, batch, win, self.pool, self.positions,
-                           self.max_new_tokens)
-            bar.update(len(batch))
-            bar.set_postfix(score=f"{win.score:.3f}")
-        if win.controls is not None:
-            win.controls.flush()  # the shuffled control's window is this window
-        return win
-
-
 def _windows_done(total: Collection, spans: list[tuple[int, int]]) -> int:
     """How many windows ``total`` holds (its records end at a window boundary)."""
     ends = [b for _, b in spans]
@@ -231,7 +183,7 @@ def _windows_done(total: Collection, spans: list[tuple[int, int]]) -> int:
     return ends.index(total.n) + 1
 
 
-def _resume_state(job: _Job, folder: Path | None, resume: bool,
+def _resume_state(job: Job, folder: Path | None, resume: bool,
                   world: distributed.World) -> tuple[Collection, int, dict[int, Any]]:
     """The total so far (rank 0's checkpoint.npz) and who holds which finished window file.
 
@@ -296,7 +248,7 @@ def _check_fingerprint(old: Mapping[str, Any], new: Mapping[str, Any], path: Pat
                          f"({mismatch(old, new)}); rerun without --resume to start over or pick another --out")
 
 
-def _load_window(source: Path | bytes, job: _Job, j: int) -> Collection:
+def _load_window(source: Path | bytes, job: Job, j: int) -> Collection:
     """Window ``j`` from its file (or the file's bytes), checked against the run."""
     name = str(source) if isinstance(source, Path) else f"window {j}"
     win, _ = load_checkpoint(source) if isinstance(source, Path) else read_checkpoint(source, name)
@@ -307,7 +259,7 @@ def _load_window(source: Path | bytes, job: _Job, j: int) -> Collection:
     return win
 
 
-def _collect_shared(job: _Job, total: Collection, holder: dict[int, Any], k: int, mine: list[int],
+def _collect_shared(job: Job, total: Collection, holder: dict[int, Any], k: int, mine: list[int],
                     folder: Path | None, world: distributed.World, bar: Any,
                     on_checkpoint: Callable[[int], None] | None) -> Collection:
     """Several ranks: collect this rank's windows, then rank 0 merges every window in order and shares the total."""
@@ -342,54 +294,3 @@ def _collect_shared(job: _Job, total: Collection, holder: dict[int, Any], k: int
     return total
 
 
-def _collect_batch(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], batch: Sequence[Any],
-                   col: Collection, pool: str, positions: str, max_new_tokens: int) -> None:
-    prompts = [task.prompt(s, tokenizer) for s in batch]
-    if col.controls is not None:
-        gens, pooled, resid = _generate_with_residuals(model, tokenizer, task, saes, prompts, pool, positions,
-                                                       max_new_tokens)
-    else:
-        with torch.inference_mode(), capture(model, saes, pool=pool, positions=positions) as cap:
-            gens = generate(model, tokenizer, prompts, max_new_tokens, stop_strings=task.stop_strings,
-                            batch_size=len(prompts), capture=cap)
-        pooled = cap.result()  # {layer: (n_seq, d_sae) float32}, rows in prompt order
-    if len(gens) != len(batch):
-        raise CorrsteerError(f"generate returned {len(gens)} generations for {len(batch)} prompts")
-    rewards = np.array([task.reward(s, g.completion) for s, g in zip(batch, gens)], dtype=np.float64)  # (n_seq,)
-    for layer, acc in col.accumulators.items():
-        z = pooled[layer]
-        if z.shape != (len(batch), acc.d_sae):
-            raise CorrsteerError(f"capture gave layer {layer} pooled activations of shape {tuple(z.shape)}, "
-                                 f"expected ({len(batch)}, {acc.d_sae})")
-        acc.update(z, rewards)
-    if col.controls is not None:
-        col.controls.update(pooled, resid, rewards)
-    for s, g, y in zip(batch, gens, rewards):
-        col.records.append({"id": s.id, "category": s.category, "completion": g.completion,
-                            "extracted": to_jsonable(task.extract(s, g.completion), fallback=str), "reward": int(y)})
-
-
-def _generate_with_residuals(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], prompts: list[str],
-                             pool: str, positions: str, max_new_tokens: int) -> tuple[list[Any], dict, dict]:
-    """One generation pass that captures the SAEs and, alongside, the mean residual per sample and layer.
-
-    Returns:
-        ``(generations, {layer: (n_seq, d_sae)}, {layer: (n_seq, d_model)})``, rows in prompt order.
-    """
-    width = d_model(model)
-    ident = {l: identity_sae(width, l, str(getattr(saes[l], "site", None) or "resid_post")) for l in saes}
-    order: list[int] = []
-    with torch.inference_mode(), capture(model, saes, pool=pool, positions=positions) as cap, \
-            capture(model, ident, pool="mean", positions=positions) as raw:
-        start = raw.mark()
-        gens = generate(model, tokenizer, prompts, max_new_tokens, stop_strings=task.stop_strings,
-                        batch_size=len(prompts), capture=cap, on_batch=lambda idx, _: order.extend(idx))
-        if sorted(order) != list(range(len(prompts))):
-            raise CorrsteerError(f"generate reported prompt indices {order} for {len(prompts)} prompts")
-        raw.mark()
-        inverse = np.empty(len(order), dtype=np.int64)
-        inverse[np.asarray(order)] = np.arange(len(order))
-        raw.merge_results(start, inverse)  # batches came length-sorted: back to prompt order
-    pooled = cap.result()  # {layer: (n_seq, d_sae) float32}
-    resid = {l: residual_means(z) for l, z in raw.result().items()}  # {layer: (n_seq, d_model)}
-    return gens, pooled, resid
