@@ -22,8 +22,14 @@
    candidates one pass each (sequential) against one batched pass, timed, with the
    scores and completions compared.
 
+3. ``--speed``: time alone, in one process with the model loaded once, the three ways
+   called in turn ``--repeat`` times and the best of each kept, by wall time and by the
+   process's CPU time (user + system, which a machine shared with other jobs inflates
+   less than wall time).
+
 Usage:
     python benchmarks/bench_pipeline.py                      # CPU, lengths 32,128,512
+    python benchmarks/bench_pipeline.py --speed --repeat 3   # time only, ways interleaved
     python benchmarks/bench_pipeline.py --device cuda
     python benchmarks/bench_pipeline.py --quick              # smoke run: T=8,16, 4 samples
 """
@@ -32,8 +38,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
+import resource
 import subprocess
 import sys
 import threading
@@ -139,50 +147,98 @@ def paper_r(s: dict[str, Any]) -> np.ndarray:
     return np.where(var > 0, cov / np.sqrt(np.where(var > 0, var, 1)), 0.0)
 
 
-def worker(args: argparse.Namespace) -> None:
-    """One measurement in this (fresh) process: prints one JSON line."""
-    import torch
-
-    from corrsteer.method.collection import collect
+def setup(args: argparse.Namespace, n_new: int) -> tuple[Any, Any, Any, dict[int, Any], list[Any]]:
+    """The model, tokenizer, task (exactly ``n_new`` tokens per sequence), random SAEs and samples."""
     from corrsteer.method.generation import generate
     from corrsteer.models import d_model, load_model
     from corrsteer.sae.defaults import DEFAULT_LAYERS
     from corrsteer.tasks import get_task
 
-    way, n_new = args.worker, args.length
     model, tok = load_model(args.model, device=args.device, dtype="float32")
     saes = random_saes(d_model(model), args.d_sae, DEFAULT_LAYERS)
     task = get_task("arithmetic")
-    task.stop_strings, task.max_new_tokens = (), n_new  # exactly n_new tokens per sequence
-    model.generation_config.min_new_tokens = n_new
-    samples = task.samples("train", args.n)
+    task.stop_strings = ()
+    retarget(model, task, n_new)
     generate(model, tok, ["warm up"], 2)
+    return model, tok, task, saes, task.samples("train", args.n)
+
+
+def retarget(model: Any, task: Any, n_new: int) -> None:
+    """Every sequence generates exactly ``n_new`` tokens."""
+    task.max_new_tokens = n_new
+    model.generation_config.min_new_tokens = n_new
+
+
+def run_way(way: str, model: Any, tok: Any, task: Any, saes: dict[int, Any], samples: list[Any], batch_size: int,
+            n_new: int) -> dict[str, Any]:
+    """One collection the given way: ``{"seconds", "cpu_seconds", "r"}``."""
+    import torch
+
+    from corrsteer.method.collection import collect
+    from corrsteer.method.generation import generate
+
+    result: dict[str, Any] = {}
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    if way == "plain":
+        with torch.inference_mode():
+            for a in range(0, len(samples), batch_size):
+                generate(model, tok, [task.prompt(s, tok) for s in samples[a:a + batch_size]], n_new,
+                         batch_size=batch_size)
+    elif way == "paper":
+        sums = paper_way(model, tok, task, saes, samples, batch_size, n_new)
+        result["r"] = {str(l): paper_r(s).tolist() for l, s in sums.items()}
+    else:
+        col = collect(model, tok, task, saes, samples, batch_size=batch_size, max_new_tokens=n_new,
+                      checkpoint_every=len(samples), progress=False)
+        result["r"] = {str(l): a.correlation().tolist() for l, a in col.accumulators.items()}
+    if next(model.parameters()).device.type == "cuda":
+        torch.cuda.synchronize()
+    result["seconds"] = time.perf_counter() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return result
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One measurement in this (fresh) process: prints one JSON line."""
+    import torch
+
+    model, tok, task, saes, samples = setup(args, args.length)
     cuda = str(args.device).startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     base_gpu = torch.cuda.memory_allocated() if cuda else 0
-    result: dict[str, Any] = {"way": way, "length": n_new}
     with Peak() as peak:
-        start = time.perf_counter()
-        if way == "plain":
-            with torch.inference_mode():
-                for a in range(0, len(samples), args.batch_size):
-                    generate(model, tok, [task.prompt(s, tok) for s in samples[a:a + args.batch_size]], n_new,
-                             batch_size=args.batch_size)
-        elif way == "paper":
-            sums = paper_way(model, tok, task, saes, samples, args.batch_size, n_new)
-            result["r"] = {str(l): paper_r(s).tolist() for l, s in sums.items()}
-        else:
-            col = collect(model, tok, task, saes, samples, batch_size=args.batch_size, max_new_tokens=n_new,
-                          checkpoint_every=len(samples), progress=False)
-            result["r"] = {str(l): a.correlation().tolist() for l, a in col.accumulators.items()}
-        if cuda:
-            torch.cuda.synchronize()
-        result["seconds"] = time.perf_counter() - start
-    result["peak_rss"] = peak.peak - peak.before  # growth during the block
-    result["peak_gpu"] = (torch.cuda.max_memory_allocated() - base_gpu) if cuda else None
+        result = run_way(args.worker, model, tok, task, saes, samples, args.batch_size, args.length)
+    result.update(way=args.worker, length=args.length, peak_rss=peak.peak - peak.before,
+                  peak_gpu=(torch.cuda.max_memory_allocated() - base_gpu) if cuda else None)
     print("RESULT " + json.dumps(result))
+
+
+def speed(args: argparse.Namespace) -> list[str]:
+    """Time alone: one process, the model loaded once, the ways called in turn ``--repeat`` times, best kept."""
+    lengths = [int(x) for x in args.lengths.split(",")]
+    model, tok, task, saes, samples = setup(args, lengths[0])
+    lines = ["| T | best wall s plain / paper / corrsteer | speed-up vs paper, wall (goal ≥ 1.5×) | best CPU s "
+             "plain / paper / corrsteer | speed-up vs paper, CPU | collection's own CPU s: paper / corrsteer |",
+             "|---|---|---|---|---|---|"]
+    for n_new in lengths:
+        retarget(model, task, n_new)
+        best: dict[str, dict[str, float]] = {w: {"seconds": float("inf"), "cpu_seconds": float("inf")} for w in WAYS}
+        for _ in range(args.repeat):
+            for way in WAYS:
+                r = run_way(way, model, tok, task, saes, samples, args.batch_size, n_new)
+                for key in ("seconds", "cpu_seconds"):
+                    best[way][key] = min(best[way][key], r[key])
+        w, c = ({k: best[k][key] for k in WAYS} for key in ("seconds", "cpu_seconds"))
+        lines.append(f"| {n_new} | {w['plain']:.1f} / {w['paper']:.1f} / {w['corrsteer']:.1f} | "
+                     f"{w['paper'] / w['corrsteer']:.2f}× | {c['plain']:.1f} / {c['paper']:.1f} / "
+                     f"{c['corrsteer']:.1f} | {c['paper'] / c['corrsteer']:.2f}× | {c['paper'] - c['plain']:.1f} / "
+                     f"{c['corrsteer'] - c['plain']:.1f} |")
+        print(lines[-1], f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    return lines
 
 
 def measure(args: argparse.Namespace, way: str, n_new: int) -> dict[str, Any]:
@@ -220,6 +276,7 @@ def validation(args: argparse.Namespace) -> list[str]:
         raise AssertionError("select calls many()")
 
     record.many = lambda sets: probes.extend(sets) or [0.0] * len(sets)  # type: ignore[attr-defined]
+    logging.getLogger("corrsteer.method.selection").setLevel(logging.ERROR)  # the recorder's zeros keep nothing
     select(col, saes, "pruned", validate=record)
     val = task.samples("validation", DEMO["n_val"])
     times, scores = {}, {}
@@ -253,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--d-sae", type=int, default=16384)
     p.add_argument("--quick", action="store_true", help="smoke run: lengths 8,16, 4 samples, no validation part")
     p.add_argument("--no-validation", action="store_true")
+    p.add_argument("--speed", action="store_true", help="time only: one process, ways in turn, best of --repeat")
+    p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--worker", choices=WAYS, help=argparse.SUPPRESS)
     p.add_argument("--length", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -265,6 +324,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# bench_pipeline: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, device {args.device}, model {args.model}, 4 SAE layers x d_sae {args.d_sae}, "
           f"{args.n} samples, batch {args.batch_size}, load average {os.getloadavg()[0]:.1f}")
+    if args.speed:
+        print("\n".join(speed(args)))
+        print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+        return
     rows = []
     gpu = str(args.device).startswith("cuda")
     for n_new in [int(x) for x in args.lengths.split(",")]:
@@ -272,21 +335,24 @@ def main(argv: list[str] | None = None) -> None:
         floor = res["plain"]["peak_gpu" if gpu else "peak_rss"]
         extra = {w: (res[w]["peak_gpu" if gpu else "peak_rss"] - floor) / 2**20 for w in ("paper", "corrsteer")}
         sps = {w: args.n / res[w]["seconds"] for w in WAYS}
+        cpu = {w: res[w].get("cpu_seconds", float("nan")) / args.n for w in WAYS}
         dr = max(float(np.max(np.abs(np.asarray(res["paper"]["r"][l]) - np.asarray(res["corrsteer"]["r"][l]))))
                  for l in res["paper"]["r"])
-        rows.append((n_new, sps, extra, dr))
-        print(f"T={n_new}: samples/s plain {sps['plain']:.2f} paper {sps['paper']:.2f} corrsteer "
-              f"{sps['corrsteer']:.2f}; extra MiB paper {extra['paper']:.1f} corrsteer {extra['corrsteer']:.1f}; "
+        rows.append((n_new, sps, cpu, extra, dr))
+        print(f"T={n_new}: samples/s plain {sps['plain']:.3f} paper {sps['paper']:.3f} corrsteer "
+              f"{sps['corrsteer']:.3f}; CPU s/sample plain {cpu['plain']:.2f} paper {cpu['paper']:.2f} corrsteer "
+              f"{cpu['corrsteer']:.2f}; extra MiB paper {extra['paper']:.1f} corrsteer {extra['corrsteer']:.1f}; "
               f"max |dr| {dr:.2e}; load {os.getloadavg()[0]:.1f}", flush=True)
     print()
-    print("| T | plain samples/s | paper samples/s | corrsteer samples/s | speed-up (goal ≥ 1.5×) | paper extra MiB | "
-          "corrsteer extra MiB | memory ratio (goal ≤ 0.1) | max abs Δr |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for n_new, sps, extra, dr in rows:
+    print("| T | samples/s plain / paper / corrsteer | speed-up vs paper (goal ≥ 1.5×) | CPU s per sample plain / paper "
+          "/ corrsteer | extra MiB paper / corrsteer | memory ratio (goal ≤ 0.1) | max abs Δr |")
+    print("|---|---|---|---|---|---|---|")
+    for n_new, sps, cpu, extra, dr in rows:
         ratio = extra["corrsteer"] / extra["paper"] if extra["paper"] > 0 else float("nan")
-        print(f"| {n_new} | {sps['plain']:.2f} | {sps['paper']:.2f} | {sps['corrsteer']:.2f} | "
-              f"{sps['corrsteer'] / sps['paper']:.2f}× | {extra['paper']:.1f} | {extra['corrsteer']:.1f} | "
-              f"{ratio:.3f} | {dr:.1e} |")
+        print(f"| {n_new} | {sps['plain']:.3f} / {sps['paper']:.3f} / {sps['corrsteer']:.3f} | "
+              f"{sps['corrsteer'] / sps['paper']:.2f}× (CPU time: {cpu['paper'] / cpu['corrsteer']:.2f}×) | "
+              f"{cpu['plain']:.2f} / {cpu['paper']:.2f} / {cpu['corrsteer']:.2f} | {extra['paper']:.1f} / "
+              f"{extra['corrsteer']:.1f} | {ratio:.3f} | {dr:.1e} |")
     if not args.no_validation:
         print()
         for line in validation(args):

@@ -160,11 +160,18 @@ def _select(args: argparse.Namespace) -> None:
 
 
 def _launched(handler: Any) -> Any:
-    """``handler`` inside the process group torchrun set up (nothing to set up for one process)."""
+    """``handler`` inside the process group torchrun set up (nothing to set up for one process).
+
+    Ranks other than 0 log errors only: their warnings would repeat rank 0's.
+    """
     def run(args: argparse.Namespace) -> None:
+        import logging
+
         from corrsteer.method import distributed
 
-        with distributed.launched(getattr(args, "device", None)):
+        with distributed.launched(getattr(args, "device", None)) as world:
+            if not world.is_main:
+                logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
             handler(args)
 
     return run
