@@ -17,10 +17,10 @@
    either: the paper's way reads them in place on the CPU (``torch.from_numpy``). Both ways'
    correlations are compared (max |Δr|) as a check that they computed the same thing.
 
-2. Validation of ``pruned`` on the demo settings (``corrsteer demo``: arithmetic,
-   gemma-3-270m, default SAEs, n_train 160, n_val 32, batch 32): the baseline and the 2·L
-   candidates one pass each (sequential) against one batched pass, timed, with the
-   scores and completions compared.
+2. Validation of ``pruned`` (``VALIDATION``: arithmetic, gemma-3-270m, the default SAEs,
+   n_train 160, n_val 32, batch 32; the settings ``corrsteer demo`` had before it became the
+   food-task controls demo): the baseline and the 2·L candidates one pass each (sequential)
+   against one batched pass, timed, with the scores and completions compared.
 
 3. ``--speed``: time alone, in one process with the model loaded once, the three ways
    called in turn ``--repeat`` times and the best of each kept, by wall time and by the
@@ -252,9 +252,13 @@ def measure(args: argparse.Namespace, way: str, n_new: int) -> dict[str, Any]:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+# Part 2's settings (fixed here: ``corrsteer demo`` no longer runs pruned on arithmetic).
+VALIDATION = dict(task="arithmetic", model="gemma-3-270m", sae="default", n_train=160, n_val=32, batch_size=32,
+                  checkpoint_every=64)
+
+
 def validation(args: argparse.Namespace) -> list[str]:
-    """Demo settings: pruned's baseline + candidates, one pass each vs one batched pass."""
-    from corrsteer.cli.run import DEMO
+    """``VALIDATION``: pruned's baseline + candidates, one pass each vs one batched pass."""
     from corrsteer.method.collection import collect
     from corrsteer.method.evaluation import generate_conditions, generate_records, make_validator
     from corrsteer.method.selection import select
@@ -262,13 +266,13 @@ def validation(args: argparse.Namespace) -> list[str]:
     from corrsteer.sae.sets import load_saes
     from corrsteer.tasks import get_task
 
-    model, tok = load_model(DEMO["model"], device=args.device, dtype="float32")
-    saes = load_saes(DEMO["sae"], model, tok, None, progress=False)
-    task = get_task(DEMO["task"])
-    bs = DEMO["batch_size"]
+    model, tok = load_model(VALIDATION["model"], device=args.device, dtype="float32")
+    saes = load_saes(VALIDATION["sae"], model, tok, None, progress=False, train=False)  # cached, or an error
+    task = get_task(VALIDATION["task"])
+    bs = VALIDATION["batch_size"]
     start = time.perf_counter()
-    col = collect(model, tok, task, saes, task.samples("train", DEMO["n_train"]), batch_size=bs,
-                  checkpoint_every=DEMO["checkpoint_every"], progress=False)
+    col = collect(model, tok, task, saes, task.samples("train", VALIDATION["n_train"]), batch_size=bs,
+                  checkpoint_every=VALIDATION["checkpoint_every"], progress=False)
     collect_s = time.perf_counter() - start
     probes: list[Any] = []
 
@@ -278,7 +282,7 @@ def validation(args: argparse.Namespace) -> list[str]:
     record.many = lambda sets: probes.extend(sets) or [0.0] * len(sets)  # type: ignore[attr-defined]
     logging.getLogger("corrsteer.method.selection").setLevel(logging.ERROR)  # the recorder's zeros keep nothing
     select(col, saes, "pruned", validate=record)
-    val = task.samples("validation", DEMO["n_val"])
+    val = task.samples("validation", VALIDATION["n_val"])
     times, scores = {}, {}
     for batched in (False, True, False, True):  # twice each, alternating, so that drifting load hits both
         v = make_validator(model, tok, task, val, batch_size=bs, progress=False, batched=batched)
@@ -290,7 +294,7 @@ def validation(args: argparse.Namespace) -> list[str]:
     same = sum(a["completion"] == b["completion"] for s, b_ in zip(seq, bat) for a, b in zip(s, b_))
     total = sum(len(s) for s in seq)
     best = {k: min(v) for k, v in times.items()}
-    return [f"collection (demo, {DEMO['n_train']} samples): {collect_s:.1f} s",
+    return [f"collection ({VALIDATION['task']}, {VALIDATION['n_train']} samples): {collect_s:.1f} s",
             f"validation of pruned, {len(probes)} conditions x {len(val)} samples, batch {bs}:",
             f"  sequential (one pass per condition): {best[False]:.2f} s (runs: "
             f"{', '.join(f'{t:.2f}' for t in times[False])})",

@@ -63,6 +63,7 @@ def test_torchrun_two_ranks_write_what_one_process_writes(tmp_path: Path) -> Non
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
     ta, tb = a.pop("timings"), b.pop("timings")
     a["config"].pop("out"), b["config"].pop("out")
+    a.pop("command"), b.pop("command")  # the command line names its --out
     assert a == b and (ta["ranks"], tb["ranks"]) == (1, 2)
     assert a["selection"]["candidates"], "pruned validated no candidate: the test is too weak"
     for name in ("generations.jsonl", "selection/selection.json", "collection/records.jsonl"):
@@ -157,6 +158,7 @@ def test_torchrun_on_the_embedded_model_writes_what_one_process_writes(tmp_path:
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
     ta, tb = a.pop("timings"), b.pop("timings")
     a["config"].pop("out"), b["config"].pop("out")
+    a.pop("command"), b.pop("command")  # the command line names its --out
     assert a == b and (ta["ranks"], tb["ranks"]) == (1, 2)
     for name in ("generations.jsonl", "selection/selection.json", "collection/records.jsonl"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name

@@ -52,6 +52,7 @@ from corrsteer.method.checkpoints import (
     load_collection,
     mismatch,
     read_checkpoint,
+    remove_stale_temps,
     run_fingerprint,
     sae_digest,
     save_checkpoint,
@@ -65,7 +66,7 @@ from corrsteer.storage import atomic
 log = logging.getLogger(__name__)
 
 __all__ = ["CHECKPOINT_FILE", "COLLECTION_DIR", "RECORDS_FILE", "Collection", "collect", "load_checkpoint",
-           "load_collection", "run_fingerprint", "sae_digest", "save_checkpoint", "windows"]
+           "load_collection", "remove_stale_temps", "run_fingerprint", "sae_digest", "save_checkpoint", "windows"]
 
 
 def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samples: Sequence[Any], *,
@@ -73,7 +74,7 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
             max_new_tokens: int | None = None, out_dir: str | os.PathLike[str] | None = None,
             checkpoint_every: int = 256, resume: bool = False, progress: bool = True,
             on_checkpoint: Callable[[int], None] | None = None, controls: bool = False,
-            control_seed: int = 0, world: distributed.World | None = None) -> Collection:
+            control_seed: int = 0, control_draws: int = 1, world: distributed.World | None = None) -> Collection:
     """Generate over ``samples`` once and fill one accumulator per layer.
 
     Args:
@@ -94,6 +95,7 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
         controls: also fill ``Collection.controls`` (shuffled-reward, per-class and
             residual-mean accumulators, ``corrsteer.studies.controls``) in the same pass.
         control_seed: seed of the shuffled-reward permutations.
+        control_draws: how many shuffled-reward permutations to keep (one control each).
         world: the ranks sharing the work (None: :func:`corrsteer.method.distributed.current`).
 
     Returns:
@@ -123,6 +125,8 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
     fp = run_fingerprint(model, task, saes, samples, pool, positions, batch_size, max_new_tokens, checkpoint_every)
     if controls:
         fp["controls"] = {"seed": int(control_seed)}  # only then: checkpoints without controls keep their fingerprint
+        if control_draws != 1:
+            fp["controls"]["draws"] = int(control_draws)
     world.check_same({**fp, "resume": bool(resume)}, "the collection's settings")
     spans = windows(len(samples), checkpoint_every)
     if world.size > len(spans) and world.is_main:
@@ -131,7 +135,7 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
                     world.size - len(spans), max(1, len(samples) // world.size))
     job = Job(model, tokenizer, task, saes, samples, pool, positions, batch_size, max_new_tokens, fp,
               {"pool": pool, "positions": positions, "layers": layers, "n": len(samples), "task": task.name},
-              control_seed if controls else None, spans)
+              control_seed if controls else None, spans, control_draws)
     folder = Path(out_dir) / COLLECTION_DIR if out_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -201,6 +205,10 @@ def _resume_state(job: Job, folder: Path | None, resume: bool,
     def look() -> tuple[int | None, list[int]]:
         if ckpt is None:
             return None, []
+        if world.is_main:  # before any rank writes: nothing of this run can be mid-write yet
+            for target in (ckpt, folder / RECORDS_FILE):
+                remove_stale_temps(target)
+            remove_stale_temps(window_path(folder, 0), any_window=True)
         if not resume:
             for path in window_files(folder).values():
                 path.unlink(missing_ok=True)
@@ -236,6 +244,8 @@ def _resume_state(job: Job, folder: Path | None, resume: bool,
     if world.size == 1:
         files = window_files(folder) if folder is not None else {}
         holder = {j: files[j] for j in holder}
+    if resume and ckpt is not None and not k and not holder and world.is_main:
+        log.warning("--resume: no collection checkpoint at %s nor window files; starting a fresh collection", ckpt)
     if resume and (k or holder) and world.is_main:
         log.info("resuming collection: %d windows in the checkpoint, %d in window files, %d of %d to collect", k,
                  len(holder), len(job.spans) - k - len(holder), len(job.spans))

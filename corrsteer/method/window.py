@@ -38,17 +38,19 @@ class Job:
 
     def __init__(self, model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samples: Sequence[Any],
                  pool: str, positions: str, batch_size: int, max_new_tokens: int, fp: dict[str, Any],
-                 meta: dict[str, Any], control_seed: int | None, spans: list[tuple[int, int]]) -> None:
+                 meta: dict[str, Any], control_seed: int | None, spans: list[tuple[int, int]],
+                 control_draws: int = 1) -> None:
         self.model, self.tokenizer, self.task, self.saes, self.samples = model, tokenizer, task, saes, samples
         self.pool, self.positions, self.batch_size, self.max_new_tokens = pool, positions, batch_size, max_new_tokens
         self.fp, self.meta, self.control_seed, self.spans = fp, meta, control_seed, spans
+        self.control_draws = control_draws
 
     def empty(self, offset: int = 0) -> Collection:
         """Fresh accumulators (and controls' state starting at sample ``offset``)."""
         state = None
         if self.control_seed is not None:
             state = ControlState({l: int(self.saes[l].d_sae) for l in self.saes}, d_model(self.model),
-                                 self.control_seed)
+                                 self.control_seed, self.control_draws)
             state.offset = offset
         return Collection({l: CorrelationAccumulator(int(self.saes[l].d_sae)) for l in sorted(self.saes)}, [],
                           self.fp, complete=False, meta=dict(self.meta), controls=state)
