@@ -83,6 +83,7 @@ def test_pipeline_runs_end_to_end_on_cuda(tmp_path: Any, cuda_llama: Any, tiny_t
 
 @pytest.mark.slow
 @pytest.mark.model
+@pytest.mark.timeout(1500)  # the run may take up to 1200 s, past the suite's 900 s
 def test_embedded_model_run_on_cuda(tmp_path: Any) -> None:
     import subprocess
     import sys

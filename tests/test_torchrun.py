@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -33,9 +34,26 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_group(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a session of its own, whose every process is killed past ``timeout``.
+
+    torchrun's workers are its children: killing torchrun alone would leave them running.
+    """
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:  # the timeout, or pytest-timeout / Ctrl-C interrupting the wait
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2", str(WORKER), *args],
-                          env=_env(), capture_output=True, text=True, timeout=timeout)
+    # the ranks give up on each other after 300 s, so that none can outlive the test by much
+    return run_group([*TORCHRUN, "--standalone", "--nproc-per-node", "2", str(WORKER), *args],
+                     _env(CORRSTEER_DIST_TIMEOUT="300"), timeout)
 
 
 def _report(out: Path, rank: int) -> dict[str, Any]:
@@ -135,6 +153,7 @@ def test_a_launch_without_master_addr_says_how_to_launch(tmp_path: Path) -> None
 
 @pytest.mark.slow
 @pytest.mark.model
+@pytest.mark.timeout(3900)  # two runs of up to 1800 s each, past the suite's 900 s
 def test_torchrun_on_the_embedded_model_writes_what_one_process_writes(tmp_path: Path) -> None:
     """``torchrun --nproc-per-node 2 -m corrsteer run`` on gemma-3-270m and its default SAEs."""
     from corrsteer.errors import CorrsteerError
@@ -148,8 +167,8 @@ def test_torchrun_on_the_embedded_model_writes_what_one_process_writes(tmp_path:
     args = ["run", "--task", "arithmetic", "--model", "gemma-3-270m", "--sae", "default", "--n-train", "48",
             "--n-val", "8", "--n-test", "16", "--batch-size", "8", "--checkpoint-every", "16", "--mode", "pruned",
             "--no-progress", "--n-boot", "500"]
-    two = subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "corrsteer", *args, "--out",
-                          str(tmp_path / "two")], env=_env(), capture_output=True, text=True, timeout=1800)
+    two = run_group([*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "corrsteer", *args, "--out",
+                     str(tmp_path / "two")], _env(), 1800)
     assert two.returncode == 0, two.stderr[-3000:]
     one = subprocess.run([sys.executable, "-m", "corrsteer", *args, "--out", str(tmp_path / "one")], env=_env(),
                          capture_output=True, text=True, timeout=1800)
