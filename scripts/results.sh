@@ -6,19 +6,21 @@
 #   bash scripts/results.sh [step ...]
 #
 # steps (default: all, in this order):
-#   evidence   generation-level rewards where steering should work: `food` and `sentiment`,
+#   evidence   generation-level rewards where steering should work: `food` and `sentiment` ($TASKS),
 #              CorrSteer-A against random features and shuffled rewards (3 draws each)
 #   benchmarks BBQ ambiguous, BBQ disambiguated, MMLU: CorrSteer-A, then CorrSteer-P on the same
 #              collection (copied, --resume), n_train 1000, n_val 50, n_test 200
 #   sign       the coefficient of negative features: the paper's mean over rewarded samples vs the
-#              mean over unrewarded ones, CorrSteer-P on food and sentiment (same collection)
-#   strength   --scale auto (the grid on the validation split, fluency-guarded) on food and sentiment
+#              mean over unrewarded ones, as the negative-only control on food and sentiment (same
+#              collection); the first run also steers CorrSteer-A at 0.5x and 2x its coefficients
+#   strength   --scale auto (the grid on 50 validation samples, fluency-guarded) on food and sentiment
 #   xstest     the sign comparison on XSTest with the instruct model SmolLM2 and its default SAEs
 # Then `python scripts/summarize.py` prints the README's tables from runs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORRSTEER=${CORRSTEER:-.venv/bin/corrsteer}
 SEEDS=${SEEDS:-0 1 2}
+TASKS=${TASKS:-food sentiment}   # the generation-level tasks of evidence, sign and strength
 COMMON=(--model gemma-3-270m --sae default --no-progress)
 
 done_in() { [ -f "$1/results.json" ] || [ -f "$1/controls.json" ]; }
@@ -31,12 +33,12 @@ for step in "${@:-evidence benchmarks sign strength xstest}"; do
         case "$s" in
         evidence)
             for seed in $SEEDS; do
-                out=runs/evidence/food-seed$seed
-                done_in "$out" || "$CORRSTEER" controls --task food --mode all --n-train 200 --n-test 100 \
-                    --methods random,shuffled --draws 3 --batch-size 32 --seed "$seed" "${COMMON[@]}" --out "$out"
-                out=runs/evidence/sentiment-seed$seed
-                done_in "$out" || "$CORRSTEER" controls --task sentiment --mode all --n-train 400 --n-test 200 \
-                    --methods random,shuffled --draws 3 --batch-size 32 --seed "$seed" "${COMMON[@]}" --out "$out"
+                for t in $TASKS; do
+                    if [ "$t" = food ]; then n=(--n-train 200 --n-test 100); else n=(--n-train 400 --n-test 200); fi
+                    out=runs/evidence/$t-seed$seed
+                    done_in "$out" || "$CORRSTEER" controls --task "$t" --mode all "${n[@]}" \
+                        --methods random,shuffled --draws 3 --batch-size 32 --seed "$seed" "${COMMON[@]}" --out "$out"
+                done
             done ;;
         benchmarks)
             for t in bbq_ambig bbq_disambig mmlu; do
@@ -49,23 +51,27 @@ for step in "${@:-evidence benchmarks sign strength xstest}"; do
                 done
             done ;;
         sign)
-            for t in food sentiment; do
+            # the negative-only control under each rule for a negative feature's coefficient, on the same
+            # collection; the mean_pos run also steers CorrSteer-A at 0.5x and 2x (the strength curve on test)
+            for t in $TASKS; do
                 for seed in $SEEDS; do
+                    if [ "$t" = food ]; then n=(--n-train 200 --n-test 100); else n=(--n-train 400 --n-test 200); fi
                     pos=runs/sign/$t-mean_pos-seed$seed neg=runs/sign/$t-mean_neg-seed$seed
-                    args=(--task "$t" --mode pruned --n-train 400 --n-val 100 --n-test 200 --batch-size 32
-                          --seed "$seed" "${COMMON[@]}")
-                    done_in "$pos" || "$CORRSTEER" run "${args[@]}" --negative-coefficient mean_pos --out "$pos"
+                    args=(--task "$t" --mode all --draws 1 --batch-size 32 --seed "$seed" "${n[@]}" "${COMMON[@]}")
+                    done_in "$pos" || "$CORRSTEER" controls "${args[@]}" --methods negative,scale-0.5,scale-2 \
+                        --negative-coefficient mean_pos --out "$pos"
                     done_in "$neg" || { reuse_collection "$pos" "$neg"
-                        "$CORRSTEER" run "${args[@]}" --negative-coefficient mean_neg --out "$neg" --resume; }
+                        "$CORRSTEER" controls "${args[@]}" --methods negative --negative-coefficient mean_neg \
+                            --out "$neg" --resume; }
                 done
             done ;;
         strength)
-            for t in food sentiment; do
+            for t in $TASKS; do
                 for seed in $SEEDS; do
+                    if [ "$t" = food ]; then n=(--n-train 200 --n-test 100); else n=(--n-train 400 --n-test 200); fi
                     out=runs/strength/$t-auto-seed$seed
-                    done_in "$out" || { reuse_collection "runs/sign/$t-mean_pos-seed$seed" "$out"
-                        "$CORRSTEER" run --task "$t" --mode all --scale auto --n-train 400 --n-val 100 --n-test 200 \
-                            --batch-size 32 --seed "$seed" "${COMMON[@]}" --out "$out" --resume; }
+                    done_in "$out" || "$CORRSTEER" run --task "$t" --mode all --scale auto --n-val 50 "${n[@]}" \
+                        --batch-size 32 --seed "$seed" "${COMMON[@]}" --out "$out"
                 done
             done ;;
         xstest)

@@ -97,13 +97,35 @@ def runs_table(root: Path, folder: str, label: str) -> list[str]:
     return out
 
 
+def controls_rows(root: Path, folder: str, conditions: tuple[str, ...]) -> list[str]:
+    """One row per run and condition of the controls.json files under ``folder`` (the sign runs)."""
+    groups: dict[tuple[str, str], list[tuple[int, dict]]] = defaultdict(list)
+    for path in sorted(root.glob(f"{folder}/*/controls.json")):
+        doc = _load(path)
+        for name in conditions:
+            if name in doc["rows"]:
+                groups[(path.parent.name.rsplit("-seed", 1)[0], name)].append((_seed_of(path), doc))
+    out = ["| run | condition | baseline % | steered % | Δ pp | McNemar p per seed | degenerate % | steers (per seed) "
+           "| command |", "|---|---|---|---|---|---|---|---|---|"]
+    for (run, name), runs in groups.items():
+        runs.sort()
+        rows = [d["rows"][name] for _, d in runs]
+        steers = "; ".join(r.get("steers", "") for r in rows)
+        out.append(f"| {run} | {name} | {_ms([r['baseline']['score'] for r in rows])} | "
+                   f"{_ms([r['steered']['score'] for r in rows])} | {_ms([r['delta'] for r in rows], signed=True)} | "
+                   f"{_p([r['mcnemar_p'] for r in rows])} | {_ms([r['fluency']['degenerate'] for r in rows])} | "
+                   f"{steers} | `{_command(runs[0][1])}` |")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", default="runs", help="the runs folder (runs)")
     root = Path(ap.parse_args().runs)
     sections = [("Evidence: generation-level rewards, with controls", evidence(root)),
                 ("Benchmarks", runs_table(root, "benchmarks", "task / mode")),
-                ("Sign of negative features", runs_table(root, "sign", "task / coefficient")),
+                ("Sign of negative features, and the strength on test",
+                 controls_rows(root, "sign", ("negative", "scale-0.5", "corrsteer", "scale-2"))),
                 ("Strength: --scale auto", runs_table(root, "strength", "task")),
                 ("XSTest, SmolLM2-135M-Instruct", runs_table(root, "xstest", "coefficient"))]
     for title, lines in sections:
