@@ -32,6 +32,7 @@ Usage:
     python benchmarks/bench_pipeline.py --speed --repeat 3   # time only, ways interleaved
     python benchmarks/bench_pipeline.py --device cuda
     python benchmarks/bench_pipeline.py --quick              # smoke run: T=8,16, 4 samples
+    python benchmarks/bench_pipeline.py --validation-only    # part 2 alone
 """
 
 from __future__ import annotations
@@ -314,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--d-sae", type=int, default=16384)
     p.add_argument("--quick", action="store_true", help="smoke run: lengths 8,16, 4 samples, no validation part")
     p.add_argument("--no-validation", action="store_true")
+    p.add_argument("--validation-only", action="store_true", help="part 2 alone (no collection measurements)")
     p.add_argument("--speed", action="store_true", help="time only: one process, ways in turn, best of --repeat")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--worker", choices=WAYS, help=argparse.SUPPRESS)
@@ -323,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
         return worker(args)
     if args.quick:
         args.lengths, args.n, args.batch_size, args.no_validation = "8,16", 4, 2, True
+    if args.validation_only:
+        args.lengths, args.no_validation = "", False
     import torch
 
     print(f"# bench_pipeline: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -334,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = []
     gpu = str(args.device).startswith("cuda")
-    for n_new in [int(x) for x in args.lengths.split(",")]:
+    for n_new in [int(x) for x in args.lengths.split(",") if x.strip()]:
         res = {way: measure(args, way, n_new) for way in WAYS}
         floor = res["plain"]["peak_gpu" if gpu else "peak_rss"]
         extra = {w: (res[w]["peak_gpu" if gpu else "peak_rss"] - floor) / 2**20 for w in ("paper", "corrsteer")}
@@ -347,7 +351,18 @@ def main(argv: list[str] | None = None) -> None:
               f"{sps['corrsteer']:.3f}; CPU s/sample plain {cpu['plain']:.2f} paper {cpu['paper']:.2f} corrsteer "
               f"{cpu['corrsteer']:.2f}; extra MiB paper {extra['paper']:.1f} corrsteer {extra['corrsteer']:.1f}; "
               f"max |dr| {dr:.2e}; load {os.getloadavg()[0]:.1f}", flush=True)
-    print()
+    if rows:
+        print()
+        print_table(rows)
+    if not args.no_validation:
+        print()
+        for line in validation(args):
+            print(line)
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+
+
+def print_table(rows: list[tuple[Any, ...]]) -> None:
+    """Part 1's markdown table."""
     print("| T | samples/s plain / paper / corrsteer | speed-up vs paper (goal ≥ 1.5×) | CPU s per sample plain / paper "
           "/ corrsteer | extra MiB paper / corrsteer | memory ratio (goal ≤ 0.1) | max abs Δr |")
     print("|---|---|---|---|---|---|---|")
@@ -357,11 +372,6 @@ def main(argv: list[str] | None = None) -> None:
               f"{sps['corrsteer'] / sps['paper']:.2f}× (CPU time: {cpu['paper'] / cpu['corrsteer']:.2f}×) | "
               f"{cpu['plain']:.2f} / {cpu['paper']:.2f} / {cpu['corrsteer']:.2f} | {extra['paper']:.1f} / "
               f"{extra['corrsteer']:.1f} | {ratio:.3f} | {dr:.1e} |")
-    if not args.no_validation:
-        print()
-        for line in validation(args):
-            print(line)
-    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
