@@ -159,8 +159,8 @@ def setup(args: argparse.Namespace, n_new: int) -> tuple[Any, Any, Any, dict[int
     saes = random_saes(d_model(model), args.d_sae, DEFAULT_LAYERS)
     task = get_task("arithmetic")
     task.stop_strings = ()
+    generate(model, tok, ["warm up"], 2)  # before min_new_tokens is set: 2 tokens
     retarget(model, task, n_new)
-    generate(model, tok, ["warm up"], 2)
     return model, tok, task, saes, task.samples("train", args.n)
 
 
