@@ -10,8 +10,14 @@ A run folder (``RunConfig.out_dir()``) holds, stage by stage:
 
 Each stage reads what the previous one wrote, so ``corrsteer collect``, ``select``,
 ``eval`` and ``report`` can run separately; :func:`run` does all four. Validation
-and evaluation generate in batches: one batched pass per condition (METHOD.md §5-§6).
-Steering acts at the generation positions.
+generates every candidate and the unsteered baseline in one batched pass, and
+evaluation one batched pass per condition (METHOD.md §5-§6). Steering acts at the
+generation positions.
+
+Under torchrun (:mod:`corrsteer.method.distributed`) every rank runs every stage on its
+share of the batches and ends each stage with the same result; rank 0 alone writes the
+run folder (the collection's window files excepted), so stages run separately need the
+folder on a file system every rank sees.
 
 Example:
     >>> from corrsteer.config import RunConfig
@@ -32,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from corrsteer.config import RunConfig
+from corrsteer.method import distributed
 from corrsteer.method.baselines import NEEDS_STATE, select_method
 from corrsteer.method.calibration import calibrate_scale
 from corrsteer.method.collection import Collection, collect, load_collection
@@ -145,7 +152,7 @@ def load_resources(cfg: RunConfig, *, model: Any = None, tokenizer: Any = None, 
     """
     task = preflight(cfg, stage, task)  # bad options, data, splits or folders fail before the model loads
     if model is None or tokenizer is None:
-        model, tokenizer = load_model(cfg.model, device=cfg.device)
+        model, tokenizer = load_model(cfg.model, device=distributed.device_for(cfg.device))
     model.eval()
     if saes is None:
         layers = cfg.layers
@@ -157,7 +164,9 @@ def load_resources(cfg: RunConfig, *, model: Any = None, tokenizer: Any = None, 
 
 
 def write_results(path: Path, obj: Any) -> Path:
-    """Write a JSON document of the run folder atomically (the folder is created)."""
+    """Write a JSON document of the run folder atomically (the folder is created); rank 0 only."""
+    if not distributed.current().is_main:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_json(path, to_jsonable(obj, fallback=str), indent=2)
 
@@ -202,7 +211,8 @@ def stage_select(cfg: RunConfig, res: Resources, collection: Collection | None =
     calibrate(cfg, res, sel)
     sel.meta.update(task=res.task.name, model=model_id(res.model), n_val=cfg.n_val if validate else 0,
                     n_train=collection.n, saes=describe_saes(res.saes))
-    sel.save(out / SELECTION_DIR)
+    if distributed.current().is_main:
+        sel.save(out / SELECTION_DIR)
     log.info("selection (%s, %s): %s", cfg.mode, sel.method,
              [(f.layer, f.index, f.sign) for f in sel.features] or sel.layers or sel.note)
     return sel
@@ -234,7 +244,8 @@ def stage_eval(cfg: RunConfig, res: Resources, selection: Selection | None = Non
         raise ValueError("n_test is 0: the evaluation needs at least one test sample (--n-test)")
     ev = evaluate(res.model, res.tokenizer, res.task, sel, samples, batch_size=cfg.batch_size,
                   max_new_tokens=cfg.max_new_tokens, n_boot=cfg.n_boot, seed=cfg.seed, progress=cfg.progress)
-    write_generations_jsonl(out / GENERATIONS_FILE, ev.baseline + ev.steered)
+    if distributed.current().is_main:
+        write_generations_jsonl(out / GENERATIONS_FILE, ev.baseline + ev.steered)
     results = {"task": res.task.name, "model": model_id(res.model), "sae": cfg.sae, "mode": sel.mode,
                "method": sel.method, "seed": cfg.seed, **ev.comparison, "features": features_summary(sel),
                "steered_layers": sel.layers, "metrics": ev.metrics, "selection": selection_summary(sel),
@@ -247,7 +258,8 @@ def stage_eval(cfg: RunConfig, res: Resources, selection: Selection | None = Non
         results["collection"] = {"n": col.n, "score": col.score, **col.meta}
     except ValueError:
         log.info("no finished collection in %s; results.json has no correlations", out)
-    results["timings"] = {**(timings or {}), "eval_s": time.perf_counter() - start}
+    results["timings"] = {**(timings or {}), "eval_s": time.perf_counter() - start,
+                          "ranks": distributed.current().size}
     write_results(out / RESULTS_FILE, results)
     return results
 
@@ -287,5 +299,6 @@ def run(cfg: RunConfig, *, model: Any = None, tokenizer: Any = None, task: Any =
                          command=command)
     results["timings"]["total_s"] = time.perf_counter() - t0
     write_results(Path(cfg.out_dir()) / RESULTS_FILE, results)
-    results["report"] = str(stage_report(cfg.out_dir()))
+    if distributed.current().is_main:
+        results["report"] = str(stage_report(cfg.out_dir()))
     return results

@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from corrsteer.cli import main
@@ -230,26 +229,28 @@ def tiny_run(tmp_path: Path, tiny_llama: Any, tiny_tokenizer: Any, make_tiny_sae
 def test_disk_full_mid_collection_is_one_line_and_keeps_the_last_checkpoint(
         tmp_path: Path, tiny_run: list[str], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from corrsteer.method import collection
+    from corrsteer.method import checkpoints, collection
+    from corrsteer.storage import atomic
 
-    real = np.savez
+    real = atomic.write_bytes
     calls = []
 
-    def savez(fh: Any, **arrays: Any) -> None:
+    def write_bytes(path: Any, data: bytes) -> Path:  # checkpoints are written whole, by atomic.write_bytes
         calls.append(1)
         if len(calls) == 2:  # the second checkpoint: half written, then the disk is full
-            fh.write(b"PK\x03\x04" + bytes(100))
-            raise OSError(errno.ENOSPC, "No space left on device", fh.name)
-        real(fh, **arrays)
+            with atomic.atomic_open(path, "wb") as fh:
+                fh.write(data[:100])
+                raise OSError(errno.ENOSPC, "No space left on device", fh.name)
+        return real(path, data)
 
-    monkeypatch.setattr(collection.np, "savez", savez)
+    monkeypatch.setattr(checkpoints.atomic, "write_bytes", write_bytes)
     assert main(["collect", *tiny_run]) == EXIT_USER
     _one_line_error(capsys, "No space left on device", "free some space")
     folder = tmp_path / "run" / "collection"
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.npz"]  # no temp file left
     col, offset = collection.load_checkpoint(folder / "checkpoint.npz")
     assert offset == 4 and col.n == 4 and not col.complete
-    monkeypatch.setattr(collection.np, "savez", real)
+    monkeypatch.setattr(checkpoints.atomic, "write_bytes", real)
     assert main(["collect", *tiny_run, "--resume"]) == 0
     assert collection.load_collection(tmp_path / "run").n == 12
 

@@ -1,12 +1,15 @@
 """``corrsteer run | collect | select | eval | report | demo | controls``: the pipeline's commands.
 
 Their options are generated from :class:`corrsteer.config.RunConfig` (one option per field).
+``run``, ``collect``, ``select``, ``eval`` and ``controls`` run on several ranks when
+launched by torchrun (:mod:`corrsteer.method.distributed`); rank 0 alone prints.
 
 Example::
 
     corrsteer demo
     corrsteer run --task bbq_ambig --mode pruned --n-train 1000 --out runs/bbq
     corrsteer controls --task sentiment --methods random,shuffled
+    torchrun --nproc-per-node 2 -m corrsteer run --task arithmetic --out runs/two
 """
 
 from __future__ import annotations
@@ -100,6 +103,14 @@ def format_headline(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _say(text: str) -> None:
+    """Print on rank 0 only (every rank runs the same command under torchrun)."""
+    from corrsteer.method import distributed
+
+    if distributed.current().is_main:
+        print(text)
+
+
 def _report(args: argparse.Namespace) -> None:
     from corrsteer.pipeline import stage_report
 
@@ -110,7 +121,7 @@ def _run(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)  # bad options fail before any import
     from corrsteer import pipeline
 
-    print(format_headline(pipeline.run(cfg, command=args.command_line)))
+    _say(format_headline(pipeline.run(cfg, command=args.command_line)))
 
 
 def _controls(args: argparse.Namespace) -> None:
@@ -121,8 +132,9 @@ def _controls(args: argparse.Namespace) -> None:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else \
         (DEMO_METHODS if demo else DEFAULT_METHODS)
     doc = run_controls(cfg, methods, draws=args.draws, perplexity=args.perplexity, command=args.command_line)
-    print(Path(doc["report"]).read_text(encoding="utf-8"))
-    print(f"report    {doc['report']}")
+    if doc.get("report"):  # rank 0 writes the report; the other ranks return without one
+        _say(Path(doc["report"]).read_text(encoding="utf-8"))
+        _say(f"report    {doc['report']}")
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -133,7 +145,7 @@ def _eval(args: argparse.Namespace) -> None:
     # a missing or bad selection fails before the model loads
     sel = Selection.load(args.selection or Path(cfg.out_dir()) / pipeline.SELECTION_DIR)
     res = pipeline.load_resources(cfg, saes={}, stage="eval")
-    print(format_headline(pipeline.stage_eval(cfg, res, sel, command=args.command_line)))
+    _say(format_headline(pipeline.stage_eval(cfg, res, sel, command=args.command_line)))
 
 
 def _collect(args: argparse.Namespace) -> None:
@@ -141,8 +153,8 @@ def _collect(args: argparse.Namespace) -> None:
     from corrsteer import pipeline
 
     col = pipeline.stage_collect(cfg, pipeline.load_resources(cfg, stage="collect"))
-    print(f"collected {col.n} samples at layers {sorted(col.accumulators)}: score {_pct(col.score)} "
-          f"-> {Path(cfg.out_dir()) / 'collection'}")
+    _say(f"collected {col.n} samples at layers {sorted(col.accumulators)}: score {_pct(col.score)} "
+         f"-> {Path(cfg.out_dir()) / 'collection'}")
 
 
 def _select(args: argparse.Namespace) -> None:
@@ -153,11 +165,29 @@ def _select(args: argparse.Namespace) -> None:
     feats = ", ".join(f"L{f.layer} {'+' if f.sign > 0 else '-'}#{f.index} (r={f.r:+.3f})" for f in sel.features)
     feats = feats or ", ".join(f"L{l} vector" for l in sel.layers)
     how = sel.mode if sel.method == "corrsteer" else f"{sel.mode}, {sel.method}"
-    print(f"selection ({how}): {feats or sel.note} -> {Path(cfg.out_dir()) / 'selection'}")
+    _say(f"selection ({how}): {feats or sel.note} -> {Path(cfg.out_dir()) / 'selection'}")
     if sel.baseline_score is not None:
-        print(json.dumps({"baseline_val_score": sel.baseline_score,
-                          "candidates": [[c.layer, c.sign, c.score] for c in sel.candidates]}))
+        _say(json.dumps({"baseline_val_score": sel.baseline_score,
+                         "candidates": [[c.layer, c.sign, c.score] for c in sel.candidates]}))
 
 
-_HANDLERS = {"run": _run, "demo": _controls, "collect": _collect, "select": _select, "eval": _eval,
-             "controls": _controls}
+def _launched(handler: Any) -> Any:
+    """``handler`` inside the process group torchrun set up (nothing to set up for one process).
+
+    Ranks other than 0 log errors only: their warnings would repeat rank 0's.
+    """
+    def run(args: argparse.Namespace) -> None:
+        import logging
+
+        from corrsteer.method import distributed
+
+        with distributed.launched(getattr(args, "device", None)) as world:
+            if not world.is_main:
+                logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+            handler(args)
+
+    return run
+
+
+_HANDLERS = {name: _launched(fn) for name, fn in {"run": _run, "demo": _controls, "collect": _collect,
+                                                  "select": _select, "eval": _eval, "controls": _controls}.items()}

@@ -6,13 +6,21 @@ generation positions, each sequence stopping at EOS or a task stop string), scor
 each completion with the task's reward, and fold ``(z, y)`` into one
 ``CorrelationAccumulator`` per layer (METHOD.md §4).
 
-Checkpoint and resume: every ``checkpoint_every`` samples the accumulators
-(``to_bytes``) and the progress (sample offset, records so far, the run's
-fingerprint) are written to ``<out_dir>/collection/checkpoint.npz`` in one atomic
-replace. Batches never straddle a checkpoint boundary, so a resumed run replays
-exactly the batches of an uninterrupted one and ends with byte-identical
-accumulators. A resume whose fingerprint (task, model, SAEs, sample ids, pool,
-positions, batch size, ...) differs from the checkpoint's is refused.
+Windows: the samples are cut into windows of ``checkpoint_every``; batches never
+straddle a window boundary; each window fills fresh accumulators, which are merged
+into the total in window order. The result is thus a function of the samples and the
+settings alone, not of who collected which window: one process, or several ranks
+under torchrun (:mod:`corrsteer.method.distributed`) that each collect a contiguous run
+of windows, give the same bytes.
+
+Checkpoint and resume: one process writes the total so far to
+``<out_dir>/collection/checkpoint.npz`` after each window (one atomic replace); several
+ranks write each finished window to ``collection/windows/`` and rank 0 merges them at the
+end (:mod:`corrsteer.method.checkpoints`). A resume takes both up and collects only the
+windows that are missing, dealt out afresh among the ranks (so a resume with another
+number of ranks is correct too), and ends with byte-identical accumulators. A resume
+whose fingerprint (task, model, SAEs, sample ids, pool, positions, batch size, ...)
+differs from the checkpoint's is refused.
 
 Example:
     >>> col = collect(model, tok, task, saes, task.samples("train", 256), out_dir="runs/x")  # doctest: +SKIP
@@ -21,170 +29,44 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import hashlib
-import io
-import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from corrsteer.config import POOLS, POSITIONS, check_choice, fingerprint
-from corrsteer.core import CorrelationAccumulator
 from corrsteer.errors import CorrsteerError
-from corrsteer.hooks import capture
-from corrsteer.method.control_state import ControlState, identity_sae, residual_means
-from corrsteer.method.generation import generate
-from corrsteer.models import d_model, model_id
+from corrsteer.method import distributed
+from corrsteer.method.checkpoints import (
+    CHECKPOINT_FILE,
+    COLLECTION_DIR,
+    RECORDS_FILE,
+    Collection,
+    checkpoint_bytes,
+    fold,
+    load_checkpoint,
+    load_collection,
+    mismatch,
+    read_checkpoint,
+    remove_stale_temps,
+    run_fingerprint,
+    sae_digest,
+    save_checkpoint,
+    window_files,
+    window_path,
+    write_records,
+)
+from corrsteer.method.window import Job, windows
 from corrsteer.storage import atomic
-from corrsteer.storage.jsonable import to_jsonable
 
 log = logging.getLogger(__name__)
 
-COLLECTION_DIR = "collection"
-CHECKPOINT_FILE = "checkpoint.npz"
-RECORDS_FILE = "records.jsonl"
-
-
-@dataclass
-class Collection:
-    """What a collection pass produced."""
-
-    accumulators: dict[int, Any]  # layer -> CorrelationAccumulator
-    records: list[dict[str, Any]]  # per training sample: id, category, completion, extracted, reward
-    fingerprint: dict[str, Any]  # what the accumulators depend on (compared on resume)
-    complete: bool = True  # every sample folded in
-    seconds: float = 0.0  # wall time of this process's share of the pass
-    meta: dict[str, Any] = field(default_factory=dict)  # pool, positions, layers, n
-    controls: ControlState | None = None  # extra state for controls/baselines (collect(controls=True))
-
-    @property
-    def n(self) -> int:
-        """Samples folded in so far."""
-        return len(self.records)
-
-    @property
-    def score(self) -> float:
-        """Mean reward over the collected samples (nan when none)."""
-        return float(np.mean([r["reward"] for r in self.records])) if self.records else float("nan")
-
-
-def sae_digest(sae: Any) -> str:
-    """Short hash of an SAE's weights, to recognise the same SAE across runs."""
-    h = hashlib.blake2b(digest_size=8)
-    for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold"):
-        value = getattr(sae, name, None)
-        if value is not None:
-            h.update(np.ascontiguousarray(value).tobytes())
-    h.update(f"{getattr(sae, 'architecture', '')}:{getattr(sae, 'k', '')}".encode())
-    return h.hexdigest()
-
-
-def run_fingerprint(model: Any, task: Any, saes: Mapping[int, Any], samples: Sequence[Any], pool: str,
-                    positions: str, batch_size: int, max_new_tokens: int, checkpoint_every: int) -> dict[str, Any]:
-    """Everything a collection's result depends on, as a JSON-ready dict."""
-    ids = hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest()[:16]
-    return {"task": task.name, "model": model_id(model), "saes": {str(l): sae_digest(saes[l]) for l in sorted(saes)},
-            "n": len(samples), "sample_ids": ids, "pool": pool, "positions": positions, "batch_size": batch_size,
-            "max_new_tokens": max_new_tokens, "stop_strings": list(task.stop_strings),
-            "checkpoint_every": checkpoint_every}
-
-
-def save_checkpoint(path: Path, col: Collection, offset: int) -> None:
-    """Write accumulators + progress to ``path`` in one atomic replace (temp file + rename)."""
-    progress = {"offset": offset, "complete": col.complete, "fingerprint": col.fingerprint,
-                "hash": fingerprint(col.fingerprint), "records": col.records, "meta": col.meta}
-    arrays = {"progress": np.frombuffer(json.dumps(progress).encode(), dtype=np.uint8)}
-    for layer, acc in col.accumulators.items():
-        arrays[f"layer_{layer}"] = np.frombuffer(acc.to_bytes(), dtype=np.uint8)
-    if col.controls is not None:
-        arrays.update(col.controls.to_arrays())
-    with atomic.atomic_open(path, "wb") as fh:
-        np.savez(fh, **arrays)
-
-
-def remove_stale_temps(path: Path) -> list[Path]:
-    """Remove the temp files (``.<name>.<8 hex>.tmp``) that writes of ``path`` killed mid-way left behind.
-
-    :mod:`corrsteer.storage.atomic` writes a checkpoint to such a temp file and renames it onto
-    ``path``; a SIGKILL or power cut between the two leaves the temp file, which nothing reads. A
-    collection removes them when it starts; it is the only writer of its checkpoint (a second
-    process collecting into the same folder at the same time is not supported).
-
-    Returns:
-        The files removed.
-    """
-    removed = []
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        if re.fullmatch(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp", tmp.name) and tmp.is_file():
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-                removed.append(tmp)
-    if removed:
-        log.warning("removed %d temp file(s) of an interrupted checkpoint write: %s", len(removed),
-                    ", ".join(str(t) for t in removed))
-    return removed
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Collection, int]:
-    """Read a checkpoint written by ``save_checkpoint``.
-
-    Returns:
-        ``(collection, offset)``: the accumulators and records so far, and the next sample offset.
-
-    Raises:
-        CorrsteerError: the file is unreadable or corrupt (the message names it).
-    """
-    path = Path(path)
-    try:
-        blob = path.read_bytes()  # np.load on a path leaks the handle when the zip is corrupt
-        with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-            progress = json.loads(data["progress"].tobytes().decode())
-            accs = {int(k[6:]): CorrelationAccumulator.from_bytes(data[k].tobytes())
-                    for k in data.files if k.startswith("layer_")}
-            controls = ControlState.from_arrays({k: data[k] for k in data.files if k.startswith("control_")})
-        col = Collection(accumulators=accs, records=progress["records"], fingerprint=progress["fingerprint"],
-                         complete=bool(progress["complete"]), meta=progress.get("meta", {}), controls=controls)
-        offset = int(progress["offset"])
-    except Exception as exc:  # noqa: BLE001 - corrupt bytes reach zipfile, zlib, json and the core in many ways
-        # (fuzzing found NotImplementedError for an unknown zip compression method, besides the usual ones)
-        raise CorrsteerError(f"collection checkpoint {str(path)!r} is unreadable or corrupt ({exc}); "
-                             "delete it and collect again without --resume") from exc
-    if offset != len(col.records):
-        raise CorrsteerError(f"collection checkpoint {str(path)!r} is inconsistent (offset {offset}, "
-                             f"{len(col.records)} records); delete it and collect again")
-    return col, offset
-
-
-def load_collection(out_dir: str | os.PathLike[str]) -> Collection:
-    """The finished collection of a run folder (``<out_dir>/collection/checkpoint.npz``).
-
-    Raises:
-        ValueError: no checkpoint there, or the collection did not finish (resume it first).
-    """
-    path = Path(out_dir) / COLLECTION_DIR / CHECKPOINT_FILE
-    if not path.is_file():
-        raise ValueError(f"no collection in {str(out_dir)!r} (missing {str(path)!r}); run `corrsteer collect` first")
-    col, offset = load_checkpoint(path)
-    if not col.complete:
-        raise ValueError(f"the collection in {str(out_dir)!r} stopped at sample {offset} of "
-                         f"{col.fingerprint.get('n')}; finish it with `corrsteer collect --resume`")
-    return col
-
-
-def _mismatch(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return "; ".join(f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in keys)
+__all__ = ["CHECKPOINT_FILE", "COLLECTION_DIR", "RECORDS_FILE", "Collection", "collect", "load_checkpoint",
+           "load_collection", "remove_stale_temps", "run_fingerprint", "sae_digest", "save_checkpoint", "windows"]
 
 
 def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samples: Sequence[Any], *,
@@ -192,7 +74,7 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
             max_new_tokens: int | None = None, out_dir: str | os.PathLike[str] | None = None,
             checkpoint_every: int = 256, resume: bool = False, progress: bool = True,
             on_checkpoint: Callable[[int], None] | None = None, controls: bool = False,
-            control_seed: int = 0, control_draws: int = 1) -> Collection:
+            control_seed: int = 0, control_draws: int = 1, world: distributed.World | None = None) -> Collection:
     """Generate over ``samples`` once and fill one accumulator per layer.
 
     Args:
@@ -205,21 +87,26 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
         batch_size: sequences per generation batch.
         max_new_tokens: generation length (None: ``task.max_new_tokens``).
         out_dir: run folder for checkpoints (None: no checkpoints).
-        checkpoint_every: samples between checkpoints; batches end at these boundaries.
-        resume: continue from ``<out_dir>/collection/checkpoint.npz`` if present.
-        progress: show a tqdm bar with the running score.
-        on_checkpoint: called with the sample offset after each checkpoint is written.
+        checkpoint_every: samples per window; batches end at window boundaries, and a
+            checkpoint (or, with several ranks, a window file) is written after each window.
+        resume: continue from what ``<out_dir>/collection/`` holds, if anything.
+        progress: show a tqdm bar with the running score (rank 0 only).
+        on_checkpoint: called with the sample offset after each checkpoint or window file is written.
         controls: also fill ``Collection.controls`` (shuffled-reward, per-class and
             residual-mean accumulators, ``corrsteer.studies.controls``) in the same pass.
         control_seed: seed of the shuffled-reward permutations.
         control_draws: how many shuffled-reward permutations to keep (one control each).
+        world: the ranks sharing the work (None: :func:`corrsteer.method.distributed.current`).
 
     Returns:
-        ``Collection`` with accumulators ``{layer: (d_sae,) state}`` and per-sample records.
+        ``Collection`` with accumulators ``{layer: (d_sae,) state}`` and per-sample records,
+        the same on every rank.
 
     Raises:
-        ValueError: bad option, no samples, or a resume whose fingerprint differs.
+        ValueError: bad option, no samples, more ranks than samples, ranks with other
+            settings, or a resume whose fingerprint differs.
     """
+    world = distributed.current() if world is None else world
     pool = task.default_pool if pool is None else pool
     check_choice("pool", pool, POOLS)
     check_choice("positions", positions, POSITIONS)
@@ -230,122 +117,190 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
     for name, value in (("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
+    if world.size > len(samples):
+        raise ValueError(f"{world.size} ranks share {len(samples)} training samples: every rank needs at least one; "
+                         f"launch at most {len(samples)} processes or collect more samples (--n-train)")
     max_new_tokens = task.max_new_tokens if max_new_tokens is None else max_new_tokens
     layers = sorted(saes)
     fp = run_fingerprint(model, task, saes, samples, pool, positions, batch_size, max_new_tokens, checkpoint_every)
-    meta = {"pool": pool, "positions": positions, "layers": layers, "n": len(samples), "task": task.name}
-    state = None
     if controls:
-        fp["controls"] = {"seed": int(control_seed)}  # only then: older checkpoints keep their fingerprint
+        fp["controls"] = {"seed": int(control_seed)}  # only then: checkpoints without controls keep their fingerprint
         if control_draws != 1:
             fp["controls"]["draws"] = int(control_draws)
-        state = ControlState({l: int(saes[l].d_sae) for l in layers}, d_model(model), control_seed, control_draws)
-    col = Collection({l: CorrelationAccumulator(int(saes[l].d_sae)) for l in layers}, [], fp, complete=False,
-                     meta=meta, controls=state)
-    offset = 0
-    ckpt = Path(out_dir) / COLLECTION_DIR / CHECKPOINT_FILE if out_dir is not None else None
-    if ckpt is not None:
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        for target in (ckpt, ckpt.parent / RECORDS_FILE):
-            remove_stale_temps(target)
-        if resume and not ckpt.is_file():
-            log.warning("--resume: no collection checkpoint at %s; starting a fresh collection", ckpt)
-        if ckpt.is_file() and resume:
-            old, offset = load_checkpoint(ckpt)
-            if fingerprint(old.fingerprint) != fingerprint(fp):
-                raise ValueError(f"cannot resume from {str(ckpt)!r}: it was made with other settings "
-                                 f"({_mismatch(old.fingerprint, fp)}); rerun without --resume to start over "
-                                 "or pick another --out")
-            col = old
-            col.meta = meta
-            log.info("resuming collection at sample %d of %d from %s", offset, len(samples), ckpt)
-        elif ckpt.is_file():
-            log.warning("overwriting the collection checkpoint %s (pass resume=True / --resume to continue it)", ckpt)
+    world.check_same({**fp, "resume": bool(resume)}, "the collection's settings")
+    spans = windows(len(samples), checkpoint_every)
+    if world.size > len(spans) and world.is_main:
+        log.warning("%d ranks share %d windows of %d samples: %d ranks will idle; lower --checkpoint-every to "
+                    "%d or less to give every rank a window", world.size, len(spans), checkpoint_every,
+                    world.size - len(spans), max(1, len(samples) // world.size))
+    job = Job(model, tokenizer, task, saes, samples, pool, positions, batch_size, max_new_tokens, fp,
+              {"pool": pool, "positions": positions, "layers": layers, "n": len(samples), "task": task.name},
+              control_seed if controls else None, spans, control_draws)
+    folder = Path(out_dir) / COLLECTION_DIR if out_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    total, k, holder = _resume_state(job, folder, resume, world)
     start = time.perf_counter()
-    bar = tqdm(total=len(samples), initial=offset, disable=not progress, desc=f"collect {task.name}",
-               unit="sample", dynamic_ncols=True)
+    remaining = [j for j in range(k, len(spans)) if j not in holder]
+    mine = [remaining[i] for i in world.share(len(remaining))] if world.size > 1 else remaining
+    bar = tqdm(total=len(samples) if world.size == 1 else sum(spans[j][1] - spans[j][0] for j in mine),
+               initial=total.n if world.size == 1 else 0, disable=not (progress and world.is_main),
+               desc=f"collect {task.name}", unit="sample", dynamic_ncols=True)
     try:
-        while offset < len(samples):
-            boundary = min(len(samples), (offset // checkpoint_every + 1) * checkpoint_every)
-            while offset < boundary:
-                batch = samples[offset:min(offset + batch_size, boundary)]
-                _collect_batch(model, tokenizer, task, saes, batch, col, pool, positions, max_new_tokens)
-                offset += len(batch)
-                bar.update(len(batch))
-                bar.set_postfix(score=f"{col.score:.3f}")
-            if col.controls is not None:
-                col.controls.flush()  # the shuffled control's window ends with the checkpoint window
-            col.complete = offset == len(samples)
-            if ckpt is not None:
-                save_checkpoint(ckpt, col, offset)
-                log.debug("checkpoint at sample %d written to %s", offset, ckpt)
-            if on_checkpoint is not None:
-                on_checkpoint(offset)
+        if world.size == 1:
+            for j in range(k, len(spans)):
+                win = _load_window(holder[j], job, j) if j in holder else job.window(j, bar)
+                if j in holder:
+                    bar.update(win.n)
+                fold(total, win)
+                total.complete = j == len(spans) - 1
+                if folder is not None:
+                    save_checkpoint(folder / CHECKPOINT_FILE, total, spans[j][1])
+                    log.debug("checkpoint at sample %d written to %s", spans[j][1], folder / CHECKPOINT_FILE)
+                if on_checkpoint is not None:
+                    on_checkpoint(spans[j][1])
+        else:
+            total = _collect_shared(job, total, holder, k, mine, folder, world, bar, on_checkpoint)
     finally:
         bar.close()
-    col.complete = True
-    col.seconds = time.perf_counter() - start
-    if ckpt is not None:
-        _write_records(ckpt.parent / RECORDS_FILE, col.records)
-    log.info("collected %d samples at layers %s: score %.4f (%d positive) in %.1f s", col.n, layers, col.score,
-             sum(r["reward"] for r in col.records), col.seconds)
-    return col
+    total.complete = True
+    total.meta = job.meta
+    total.seconds = time.perf_counter() - start
+    if folder is not None:
+        if world.is_main:
+            write_records(folder / RECORDS_FILE, total.records)
+        for path in window_files(folder).values():  # checkpoint.npz holds them all now
+            path.unlink(missing_ok=True)
+    log.info("collected %d samples at layers %s: score %.4f (%d positive) in %.1f s", total.n, layers, total.score,
+             sum(r["reward"] for r in total.records), total.seconds)
+    return total
 
 
-def _collect_batch(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], batch: Sequence[Any],
-                   col: Collection, pool: str, positions: str, max_new_tokens: int) -> None:
-    prompts = [task.prompt(s, tokenizer) for s in batch]
-    if col.controls is not None:
-        gens, pooled, resid = _generate_with_residuals(model, tokenizer, task, saes, prompts, pool, positions,
-                                                       max_new_tokens)
-    else:
-        with torch.inference_mode(), capture(model, saes, pool=pool, positions=positions) as cap:
-            gens = generate(model, tokenizer, prompts, max_new_tokens, stop_strings=task.stop_strings,
-                            batch_size=len(prompts), capture=cap)
-        pooled = cap.result()  # {layer: (n_seq, d_sae) float32}, rows in prompt order
-    if len(gens) != len(batch):
-        raise CorrsteerError(f"generate returned {len(gens)} generations for {len(batch)} prompts")
-    rewards = np.array([task.reward(s, g.completion) for s, g in zip(batch, gens)], dtype=np.float64)  # (n_seq,)
-    for layer, acc in col.accumulators.items():
-        z = pooled[layer]
-        if z.shape != (len(batch), acc.d_sae):
-            raise CorrsteerError(f"capture gave layer {layer} pooled activations of shape {tuple(z.shape)}, "
-                                 f"expected ({len(batch)}, {acc.d_sae})")
-        acc.update(z, rewards)
-    if col.controls is not None:
-        col.controls.update(pooled, resid, rewards)
-    for s, g, y in zip(batch, gens, rewards):
-        col.records.append({"id": s.id, "category": s.category, "completion": g.completion,
-                            "extracted": to_jsonable(task.extract(s, g.completion), fallback=str), "reward": int(y)})
+def _windows_done(total: Collection, spans: list[tuple[int, int]]) -> int:
+    """How many windows ``total`` holds (its records end at a window boundary)."""
+    ends = [b for _, b in spans]
+    if total.n == 0:
+        return 0
+    if total.n not in ends:
+        raise CorrsteerError(f"the collection checkpoint stops at sample {total.n}, which is not the end of a window "
+                             f"of {spans[0][1] - spans[0][0]}; delete it and collect again")
+    return ends.index(total.n) + 1
 
 
-def _generate_with_residuals(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], prompts: list[str],
-                             pool: str, positions: str, max_new_tokens: int) -> tuple[list[Any], dict, dict]:
-    """One generation pass that captures the SAEs and, alongside, the mean residual per sample and layer.
+def _resume_state(job: Job, folder: Path | None, resume: bool,
+                  world: distributed.World) -> tuple[Collection, int, dict[int, Any]]:
+    """The total so far (rank 0's checkpoint.npz) and who holds which finished window file.
+
+    Without ``resume`` every rank deletes the window files it sees (before any rank can
+    write one of this run: the exchange that follows is a barrier).
 
     Returns:
-        ``(generations, {layer: (n_seq, d_sae)}, {layer: (n_seq, d_model)})``, rows in prompt order.
+        ``(total, k, holder)``: on rank 0 the total of the first ``k`` windows (empty
+        elsewhere), ``k`` (the same on every rank), and ``{j: rank}`` (one process:
+        ``{j: path}``) for the windows past the total that a window file holds.
     """
-    width = d_model(model)
-    ident = {l: identity_sae(width, l, str(getattr(saes[l], "site", None) or "resid_post")) for l in saes}
-    order: list[int] = []
-    with torch.inference_mode(), capture(model, saes, pool=pool, positions=positions) as cap, \
-            capture(model, ident, pool="mean", positions=positions) as raw:
-        start = raw.mark()
-        gens = generate(model, tokenizer, prompts, max_new_tokens, stop_strings=task.stop_strings,
-                        batch_size=len(prompts), capture=cap, on_batch=lambda idx, _: order.extend(idx))
-        if sorted(order) != list(range(len(prompts))):
-            raise CorrsteerError(f"generate reported prompt indices {order} for {len(prompts)} prompts")
-        raw.mark()
-        inverse = np.empty(len(order), dtype=np.int64)
-        inverse[np.asarray(order)] = np.arange(len(order))
-        raw.merge_results(start, inverse)  # batches came length-sorted: back to prompt order
-    pooled = cap.result()  # {layer: (n_seq, d_sae) float32}
-    resid = {l: residual_means(z) for l, z in raw.result().items()}  # {layer: (n_seq, d_model)}
-    return gens, pooled, resid
+    ckpt = folder / CHECKPOINT_FILE if folder is not None else None
+    box: dict[str, Any] = {"total": job.empty()}
+
+    def look() -> tuple[int | None, list[int]]:
+        if ckpt is None:
+            return None, []
+        if world.is_main:  # before any rank writes: nothing of this run can be mid-write yet
+            for target in (ckpt, folder / RECORDS_FILE):
+                remove_stale_temps(target)
+            remove_stale_temps(window_path(folder, 0), any_window=True)
+        if not resume:
+            for path in window_files(folder).values():
+                path.unlink(missing_ok=True)
+            if world.is_main and ckpt.is_file():
+                log.warning("overwriting the collection checkpoint %s (pass resume=True / --resume to continue it)",
+                            ckpt)
+                if world.size > 1:  # rank 0 writes it only at the end: a stale one must not outlive this run
+                    ckpt.unlink()
+            return None, []
+        k = None
+        if world.is_main and ckpt.is_file():
+            old, _ = load_checkpoint(ckpt)
+            _check_fingerprint(old.fingerprint, job.fp, ckpt)
+            old.meta = dict(job.meta)
+            box["total"] = old
+            k = len(job.spans) if old.complete else _windows_done(old, job.spans)
+        files = window_files(folder)
+        for j, path in files.items():
+            if j >= len(job.spans):
+                raise ValueError(f"{str(path)!r} is window {j} but this collection has {len(job.spans)} windows; "
+                                 "it belongs to another run: delete collection/windows/ or rerun without --resume")
+            win = _load_window(path, job, j)
+            del win
+        return k, sorted(files)
+
+    views = world.agree(look, "the collection's resume state")
+    k = views[0][0] or 0
+    holder: dict[int, Any] = {}
+    for rank, (_, done) in enumerate(views):
+        for j in done:
+            if j >= k:
+                holder.setdefault(j, rank)
+    if world.size == 1:
+        files = window_files(folder) if folder is not None else {}
+        holder = {j: files[j] for j in holder}
+    if resume and ckpt is not None and not k and not holder and world.is_main:
+        log.warning("--resume: no collection checkpoint at %s nor window files; starting a fresh collection", ckpt)
+    if resume and (k or holder) and world.is_main:
+        log.info("resuming collection: %d windows in the checkpoint, %d in window files, %d of %d to collect", k,
+                 len(holder), len(job.spans) - k - len(holder), len(job.spans))
+    return box["total"], k, holder
 
 
-def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
-    with atomic.atomic_open(path, "w") as fh:
-        for r in records:
-            fh.write(json.dumps(r) + "\n")
+def _check_fingerprint(old: Mapping[str, Any], new: Mapping[str, Any], path: Path) -> None:
+    if fingerprint(dict(old)) != fingerprint(dict(new)):
+        raise ValueError(f"cannot resume from {str(path)!r}: it was made with other settings "
+                         f"({mismatch(old, new)}); rerun without --resume to start over or pick another --out")
+
+
+def _load_window(source: Path | bytes, job: Job, j: int) -> Collection:
+    """Window ``j`` from its file (or the file's bytes), checked against the run."""
+    name = str(source) if isinstance(source, Path) else f"window {j}"
+    win, _ = load_checkpoint(source) if isinstance(source, Path) else read_checkpoint(source, name)
+    _check_fingerprint(win.fingerprint, job.fp, Path(name))
+    a, b = job.spans[j]
+    if (win.meta.get("window"), win.meta.get("start"), win.meta.get("end")) != (j, a, b) or win.n != b - a:
+        raise CorrsteerError(f"{name!r} does not hold window {j} (samples {a} … {b - 1}); delete it and resume")
+    return win
+
+
+def _collect_shared(job: Job, total: Collection, holder: dict[int, Any], k: int, mine: list[int],
+                    folder: Path | None, world: distributed.World, bar: Any,
+                    on_checkpoint: Callable[[int], None] | None) -> Collection:
+    """Several ranks: collect this rank's windows, then rank 0 merges every window in order and shares the total."""
+    send: dict[int, bytes] = {}
+    for j in mine:
+        blob = checkpoint_bytes(job.window(j, bar), job.spans[j][1] - job.spans[j][0])
+        if folder is not None:
+            window_path(folder, j).parent.mkdir(exist_ok=True)
+            atomic.write_bytes(window_path(folder, j), blob)
+        send[j] = blob
+        if on_checkpoint is not None:
+            on_checkpoint(job.spans[j][1])
+    if folder is not None:
+        files = window_files(folder)
+        send.update({j: files[j].read_bytes() for j, rank in holder.items() if rank == world.rank})
+    got = world.gather(send, "the end of collection (gathering the windows)")
+    blob = None
+    if world.is_main:
+        every = {j: b for part in got for j, b in part.items()}
+        missing = [j for j in range(k, len(job.spans)) if j not in every]
+        if missing:
+            raise CorrsteerError(f"windows {missing} were collected by no rank; rerun with --resume")
+        for j in range(k, len(job.spans)):
+            fold(total, _load_window(every.pop(j), job, j))
+        total.complete = True
+        blob = checkpoint_bytes(total, total.n)
+        if folder is not None:
+            atomic.write_bytes(folder / CHECKPOINT_FILE, blob)
+    blob = world.broadcast(blob, "the end of collection (sharing the merged accumulators)")
+    if not world.is_main:
+        total, _ = read_checkpoint(blob, "the merged collection from rank 0")
+    return total
+
+

@@ -82,7 +82,8 @@ class StopOnStrings(StoppingCriteria):
 def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
              stop_strings: Sequence[str] | str = (), batch_size: int = 16, progress: bool = False,
              capture: Capture | None = None,
-             on_batch: Callable[[list[int], list[Generation]], None] | None = None) -> list[Generation]:
+             on_batch: Callable[[list[int], list[Generation]], None] | None = None,
+             on_batch_start: Callable[[list[int]], None] | None = None) -> list[Generation]:
     """Greedy completions of ``prompts``, batched, in prompt order.
 
     Args:
@@ -100,6 +101,8 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], max
         on_batch: called after each batch with the batch's prompt indices and records
             (records carry ``activations`` when ``capture`` is given; do not call
             ``capture.take()`` from it).
+        on_batch_start: called before each batch with its prompt indices, in the order
+            of the batch's rows (e.g. to give a per-row ``steer`` its rows with ``assign``).
 
     Returns:
         One :class:`Generation` per prompt, in the order of ``prompts``.
@@ -124,6 +127,8 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], max
         width = enc["input_ids"].shape[1]
         criterion = StopOnStrings(tokenizer, stops, width) if stops else None
         before = capture.mark() if capture is not None else 0
+        if on_batch_start is not None:
+            on_batch_start(list(idx))
         with torch.no_grad():
             seqs = model.generate(input_ids=enc["input_ids"].to(device),
                                   attention_mask=enc["attention_mask"].to(device),

@@ -19,7 +19,8 @@ What a selection steers, and how it steers, is :mod:`corrsteer.method.features`.
 Deterministic ties: ``single`` takes the lower layer among equal r; ``global`` and
 ``pruned`` prefer the positive candidate over the negative one at equal validation
 score, and ``global`` then the lower layer. ``validate`` is called once with no
-intervention (the baseline, only for global/pruned) and once per candidate.
+intervention (the baseline, only for global/pruned) and once per candidate, or, when it
+has a ``many`` method, ``validate.many([baseline, candidate, ...])`` once (one batched pass).
 
 Example:
     >>> sel = select(accumulators, saes, "all")                   # doctest: +SKIP
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from corrsteer.config import MODES, NEGATIVE_COEFFICIENTS, check_choice
-from corrsteer.method.features import Candidate, Feature, Interventions, Selection, Validator, feature_from_top
+from corrsteer.method.features import Candidate, Feature, Selection, Validator, feature_from_top
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,8 @@ def _check_inputs(accumulators: Mapping[int, Any], saes: Mapping[int, Any], mode
                              "use the SAEs the accumulators were collected with")
 
 
-def _score(validate: Validator, interventions: Interventions, what: str) -> float:
-    score = float(validate(interventions))
+def _score(value: Any, what: str) -> float:
+    score = float(value)
     if not math.isfinite(score):
         raise ValueError(f"validate returned {score} for {what}; it must return a finite score")
     return score
@@ -200,11 +201,22 @@ def select(accumulators: Mapping[int, Any], saes: Mapping[int, Any], mode: str,
 
 
 def _validate_all(candidates: list[Candidate], saes: Mapping[int, Any], validate: Any, scale: float) -> float:
-    """Score the unsteered baseline once, then each candidate alone at ``scale`` (sets ``c.score``)."""
-    baseline = _score(validate, [], "the unsteered baseline")
-    for c in candidates:
-        probe = Selection.from_features(list(c.features), saes, scale=scale)
-        c.score = _score(validate, probe.interventions(), f"layer {c.layer} sign {c.sign:+d}")
+    """Score the unsteered baseline once, then each candidate alone at ``scale`` (sets ``c.score``).
+
+    A validator with a ``many`` method (``make_validator``) scores the baseline and every
+    candidate in one batched pass; a plain callable is called once per condition.
+    """
+    probes = [Selection.from_features(list(c.features), saes, scale=scale).interventions() for c in candidates]
+    many = getattr(validate, "many", None)
+    if callable(many):
+        scores = list(many([[]] + probes))
+        if len(scores) != len(probes) + 1:
+            raise ValueError(f"validate.many returned {len(scores)} scores for {len(probes) + 1} conditions")
+    else:
+        scores = [validate(p) for p in [[]] + probes]
+    baseline = _score(scores[0], "the unsteered baseline")
+    for c, score in zip(candidates, scores[1:]):
+        c.score = _score(score, f"layer {c.layer} sign {c.sign:+d}")
         log.info("validated layer %d %s candidate %s: score %.4f (baseline %.4f)", c.layer,
                  "positive" if c.sign > 0 else "negative", [f.index for f in c.features], c.score, baseline)
     return baseline

@@ -31,6 +31,7 @@ from typing import Any
 
 from corrsteer import pipeline
 from corrsteer.config import check_method
+from corrsteer.method import distributed
 from corrsteer.method.baselines import select_method
 from corrsteer.method.evaluation import evaluate, generate_records
 from corrsteer.method.fluency import degenerate_rate, unsteered_perplexity
@@ -87,6 +88,7 @@ def run_controls(cfg: Any, methods: Sequence[str] = DEFAULT_METHODS, *, draws: i
         raise ValueError(f"draws={draws!r} must be a positive integer")
     cfg = cfg.replace(controls=True).check()  # the caller's config is left as it was
     out = Path(cfg.out_dir())
+    main = distributed.current().is_main  # under torchrun every rank computes, rank 0 writes
     t0 = time.perf_counter()
     res = pipeline.load_resources(cfg, model=model, tokenizer=tokenizer, task=task, saes=saes)
     t1 = time.perf_counter()
@@ -102,7 +104,8 @@ def run_controls(cfg: Any, methods: Sequence[str] = DEFAULT_METHODS, *, draws: i
                                                                    draw=d, **opts)
     for name, sel in sels.items():
         sel.meta.update(task=res.task.name, n_train=col.n, saes=describe_saes(res.saes))
-        sel.save(out / "methods" / name.replace(" #", "-") / "selection")
+        if main:
+            sel.save(out / "methods" / name.replace(" #", "-") / "selection")
     t3 = time.perf_counter()
     samples = res.task.samples("test", cfg.n_test, seed=cfg.seed)
     if not samples:
@@ -110,16 +113,18 @@ def run_controls(cfg: Any, methods: Sequence[str] = DEFAULT_METHODS, *, draws: i
     gen = dict(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, progress=cfg.progress)
     base = generate_records(res.model, res.tokenizer, res.task, samples, None, desc="test unsteered",
                             condition="baseline", **gen)
-    write_generations_jsonl(out / "generations_baseline.jsonl", base)
-    fluency = {"unsteered": _fluency(res, base, perplexity)}
+    if main:
+        write_generations_jsonl(out / "generations_baseline.jsonl", base)
+    fluency = {"unsteered": _fluency(res, base, perplexity)}  # every rank: the next exchange waits for all
     rows: dict[str, Any] = {}
     steered: dict[str, list[int]] = {}
     examples: list[dict[str, Any]] = []
     for name, sel in sels.items():
         ev = evaluate(res.model, res.tokenizer, res.task, sel, samples, baseline=base, label=name,
                       n_boot=cfg.n_boot, seed=cfg.seed, **gen)
-        write_generations_jsonl(out / "methods" / name.replace(" #", "-") / "generations.jsonl",
-                                ev.baseline + ev.steered)
+        if main:
+            write_generations_jsonl(out / "methods" / name.replace(" #", "-") / "generations.jsonl",
+                                    ev.baseline + ev.steered)
         fluency[name] = _fluency(res, ev.steered, perplexity)
         rows[name] = dict(ev.comparison, method=name, features=features_summary(sel), steered_layers=sel.layers,
                           steers=sel.describe(), note=sel.note, metrics=ev.metrics, selection_meta=sel.meta,
@@ -145,6 +150,8 @@ def run_controls(cfg: Any, methods: Sequence[str] = DEFAULT_METHODS, *, draws: i
            "examples": examples, "saes": sels["corrsteer"].meta.get("saes"), "timings": timings,
            "config": cfg.to_dict(), "command": command or f"corrsteer.studies.controls.run_controls({cfg!r})"}
     pipeline.write_results(out / CONTROLS_JSON, doc)
+    if not main:
+        return doc
     doc["report"] = str(write_controls_report(out, doc, CONTROLS_MD))
     return doc
 
