@@ -122,19 +122,24 @@ def stage_select(cfg: RunConfig, res: Resources, collection: Collection | None =
 
 
 def stage_eval(cfg: RunConfig, res: Resources, selection: Selection | None = None,
-               timings: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """Evaluate unsteered vs steered on ``cfg.n_test`` test samples; write generations and results.json."""
+               timings: Mapping[str, float] | None = None, positions: str = "generation") -> dict[str, Any]:
+    """Evaluate unsteered vs steered on ``cfg.n_test`` test samples; write generations and results.json.
+
+    ``positions``: where the selection steers, ``"generation"`` (METHOD.md §2) or ``"all"``
+    (the prompt too, as a llama.cpp control vector does).
+    """
     out = Path(cfg.out_dir())
     start = time.perf_counter()
     sel = selection if selection is not None else Selection.load(out / SELECTION_DIR)
     samples = res.task.samples("test", cfg.n_test, seed=cfg.seed)
     if not samples:
         raise ValueError("n_test is 0: the evaluation needs at least one test sample (--n-test)")
-    ev = evaluate(res.model, res.tokenizer, res.task, sel, samples, batch_size=cfg.batch_size,
+    ev = evaluate(res.model, res.tokenizer, res.task, sel, samples, positions=positions, batch_size=cfg.batch_size,
                   max_new_tokens=cfg.max_new_tokens, n_boot=cfg.n_boot, seed=cfg.seed, progress=cfg.progress)
     write_generations_jsonl(out / GENERATIONS_FILE, ev.baseline + ev.steered)
     results = {"task": res.task.name, "model": model_id(res.model), "sae": cfg.sae, "mode": sel.mode,
-               "method": sel.method, "seed": cfg.seed, **ev.comparison, "features": features_summary(sel),
+               "method": sel.method, "seed": cfg.seed, "positions": positions, **ev.comparison,
+               "features": features_summary(sel),
                "steered_layers": sel.layers, "metrics": ev.metrics, "selection": selection_summary(sel),
                "n_train": sel.meta.get("n_train"), "n_val": sel.meta.get("n_val"), "n_test": len(samples),
                "config": cfg.to_dict()}

@@ -9,6 +9,7 @@ Commands, each registered by its module::
     corrsteer labels | compare-saes ... # features per label of a labelled dataset        (cli.labels)
     corrsteer debias ...                # BBQ/EMGSD steered with pipeline or label features (cli.debias)
     corrsteer train-sae ...             # TopK SAEs on a model                              (cli.sae)
+    corrsteer export --selection DIR -o steer.gguf  # a llama.cpp control vector            (cli.export)
     corrsteer info                      # build, BLAS, caches, tasks                        (cli.info)
 
 Exit codes and error lines: :mod:`corrsteer.cli.common`.
@@ -20,12 +21,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from corrsteer.cli import debias, info, labels, run, sae
+from corrsteer.cli import debias, export, info, labels, run, sae
 from corrsteer.cli.common import add_global_flags, report_errors, setup_logging
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (run, labels, debias, sae, info)
+_COMMANDS = (run, labels, debias, sae, export, info)
 
 
 def build_parser() -> argparse.ArgumentParser:
