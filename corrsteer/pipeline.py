@@ -39,6 +39,7 @@ from corrsteer.models import load_model, model_id
 from corrsteer.report.markdown import write_report
 from corrsteer.report.records import write_generations_jsonl
 from corrsteer.report.summaries import correlations_summary, features_summary, selection_summary
+from corrsteer.sae import as_saes
 from corrsteer.sae.sets import load_saes
 from corrsteer.storage.atomic import write_json
 from corrsteer.storage.jsonable import to_jsonable
@@ -72,7 +73,7 @@ def load_resources(cfg: RunConfig, *, model: Any = None, tokenizer: Any = None, 
     model.eval()
     if saes is None:
         saes = load_saes(cfg.sae, model, tokenizer, cfg.layers, progress=cfg.progress)
-    return Resources(model, tokenizer, task, dict(sorted(saes.items())))
+    return Resources(model, tokenizer, task, dict(sorted(as_saes(saes).items())))
 
 
 def write_results(path: Path, obj: Any) -> Path:

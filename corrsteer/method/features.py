@@ -29,6 +29,7 @@ import numpy as np
 
 from corrsteer.config import HOOK_SITES, MODES, POSITIONS, check_choice
 from corrsteer.core import steering_vector
+from corrsteer.sae import as_saes
 from corrsteer.storage.atomic import write_json
 from corrsteer.storage.control_vector import blocks_from_sites, read_control_vector, write_control_vector
 from corrsteer.storage.safetensors import read_tensors, write_tensors
@@ -112,6 +113,7 @@ class Selection:
             mode: the selection mode recorded.
             **fields: any other field (``candidates``, ``scale``, ``note``, ``meta``, ``method``...).
         """
+        saes = as_saes(saes)  # SAELens SAEs too
         by_layer: dict[int, list[Feature]] = {}
         for f in features:
             by_layer.setdefault(f.layer, []).append(f)

@@ -36,6 +36,7 @@ from typing import Any
 
 from corrsteer.config import MODES, check_choice
 from corrsteer.method.features import Candidate, Feature, Interventions, Selection, Validator, feature_from_top
+from corrsteer.sae import as_saes
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def select(accumulators: Mapping[int, Any], saes: Mapping[int, Any], mode: str,
         ValueError: unknown mode, missing validate, SAE/accumulator mismatch.
     """
     accumulators = getattr(accumulators, "accumulators", accumulators)
+    saes = as_saes(saes)  # SAELens SAEs too
     _check_inputs(accumulators, saes, mode, validate, top_k, scale)
     layers = sorted(accumulators)
     pos: dict[int, Candidate] = {}
