@@ -60,6 +60,26 @@ def test_an_unknown_model_arg_is_refused_naming_the_known_ones(tiny_dir) -> None
         CorrsteerLM.create_from_arg_string(f"pretrained={tiny_dir},selction=x")
     with pytest.raises(ValueError, match="positions='prompt' is not valid"):
         make_lm(tiny_dir, positions="prompt")
+    with pytest.raises(ValueError, match="give selection=DIR or vector=FILE.gguf, not both"):
+        make_lm(tiny_dir, selection="a", vector="b.gguf")
+
+
+def test_a_selection_for_another_model_is_refused_before_any_request(tmp_path, tiny_dir) -> None:
+    with pytest.raises(ValueError, match="layer 7 is out of range; the model has 3 decoder layers"):
+        make_lm(tiny_dir, selection=strong_selection(tmp_path / "deep", layers=(7,)))
+    with pytest.raises(ValueError, match="shape \\(64,\\) but the model has d_model=32"):
+        make_lm(tiny_dir, selection=strong_selection(tmp_path / "wide", d=64))
+    wide = Selection.load(strong_selection(tmp_path / "wide", d=64)).to_gguf(tmp_path / "wide.gguf", "llama")
+    with pytest.raises(ValueError, match="width 64 but the model has d_model=32"):
+        make_lm(tiny_dir, vector=str(wide))
+
+
+def test_a_control_vector_steers_as_the_selection_it_was_exported_from(tmp_path, tiny_dir) -> None:
+    sel_dir = strong_selection(tmp_path / "sel")
+    vec = Selection.load(sel_dir).to_gguf(tmp_path / "s.gguf", "llama")
+    lm_sel, lm_vec = make_lm(tiny_dir, selection=sel_dir), make_lm(tiny_dir, vector=str(vec))
+    reqs = [(None, lm_sel.tokenizer("2+2=")["input_ids"], [5, 6, 7])]
+    assert lm_vec._loglikelihood_tokens(reqs)[0][0] == pytest.approx(lm_sel._loglikelihood_tokens(reqs)[0][0], abs=1e-5)
 
 
 def test_steered_span_is_the_positions_that_score_the_continuation() -> None:

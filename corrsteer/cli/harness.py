@@ -8,7 +8,7 @@ Example::
 
     corrsteer lm-eval --model corrsteer \\
         --model_args pretrained=gemma-3-270m,selection=runs/sst2-all-seed0/selection \\
-        --tasks sst2_local --include_path tasks/ --device cpu --batch_size 8
+        --tasks sst2_local --include_path scripts/lm_eval_tasks --device cpu --batch_size 16
 """
 
 from __future__ import annotations

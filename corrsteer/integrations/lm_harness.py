@@ -7,7 +7,7 @@ lm-eval's own command line::
 
     corrsteer lm-eval --model corrsteer \\
         --model_args pretrained=gemma-3-270m,selection=runs/sst2-all-seed0/selection,scale=1 \\
-        --tasks sst2_local --include_path tasks/ --device cpu --batch_size 8
+        --tasks sst2_local --include_path scripts/lm_eval_tasks --device cpu --batch_size 16
 
 or, from Python, ``import corrsteer.integrations.lm_harness`` and then
 ``lm_eval.simple_evaluate(model="corrsteer", model_args=...)``.
@@ -91,6 +91,7 @@ class CorrsteerLM(HFLM):
         super().__init__(pretrained=model, tokenizer=tok, backend="causal", **kwargs)
         self.selection = sel
         self.interventions = sel.interventions(scale) if sel is not None else []
+        steer(model, self.interventions)  # checks every layer and vector width against the model, now
         if not self.interventions:
             log.warning("--model corrsteer without selection= or vector= (or a selection that steers nothing): "
                         "the model runs unsteered")
