@@ -3,8 +3,8 @@
 The workflow (METHOD.md), each step one call::
 
     model, tok = corrsteer.load_model("gemma-3-270m")
-    saes = {6: corrsteer.SAE.load("path/to/layer_6")}           # or SAE.from_pretrained(release, sae_id)
-    task = corrsteer.get_task("arithmetic")
+    saes = corrsteer.load_saes("default", model, tok)          # or {6: SAE.load(path)}, SAE.from_pretrained(...)
+    task = corrsteer.get_task("food")
     col = corrsteer.collect(model, tok, task, saes, task.samples("train", 256))
     sel = corrsteer.select(col, saes, mode="all")
     with sel.apply(model):
@@ -34,6 +34,7 @@ _API = {
     "load_model": "corrsteer.models",
     "SAE": "corrsteer.sae",
     "SAEConfig": "corrsteer.sae",
+    "load_saes": "corrsteer.sae.sets",
     "capture": "corrsteer.hooks",
     "steer": "corrsteer.hooks",
     "collect": "corrsteer.method.collection",

@@ -35,7 +35,10 @@ POSITIONS = ("generation", "all")  # METHOD.md §2; "all" adds the prompt positi
 MODES = ("single", "global", "all", "pruned")  # selection modes (METHOD.md §5)
 KINDS = ("binary", "pearson")  # reward kinds of the accumulator (METHOD.md §4)
 SIGNS = ("positive", "negative")  # sign of a feature's correlation
-BACKENDS = ("auto", "core", "torch")  # where capture() pools: the C core, or torch on the model's device
+BACKENDS = ("auto", "core", "torch")
+# The coefficient of a negatively correlated feature: the paper's mean over rewarded samples (near zero by
+# construction, so the intervention is almost empty), or the mean over unrewarded samples, where it fires.
+NEGATIVE_COEFFICIENTS = ("mean_pos", "mean_neg")  # where capture() pools: the C core, or torch on the model's device
 # Selection methods (corrsteer.method.baselines): CorrSteer, its controls and baselines; plus "scale-S" (S > 0).
 METHODS = ("corrsteer", "random", "shuffled", "negative", "diff-in-means", "mi", "fisher")
 
@@ -91,7 +94,8 @@ class RunConfig:
 
     task: str = _opt(None, "task name (see `corrsteer info`)")
     model: str = _opt("gemma-3-270m", "embedded model name, local HF dir, .gguf file or hub id")
-    sae: str = _opt("default", "SAE path, comma list of paths, or 'default' (trained SAEs for the model)")
+    sae: str = _opt("default", "SAE path, comma list of paths, or a set we train once and cache: 'default' (2,048 "
+                               "latents) or 'default-16k' (16,384 latents on 1M tokens, under an hour on 2 cores)")
     data_dir: str | None = _opt(None, "folder with the task's data files (default: the task's)")
     layers: tuple[int, ...] | None = _opt(None, "layers to use: 3,6,9 | 2-5 | all (default: every SAE's layer)")
     n_train: int = _opt(1000, "collection samples (METHOD.md §4)")
@@ -108,11 +112,19 @@ class RunConfig:
     device: str | None = _opt(None, "torch device, e.g. cpu or cuda (default: the loader's)")
     batch_size: int = _opt(16, "sequences per batched generation pass")
     top_k: int = _opt(1, "features per layer and sign in a candidate (k > 1: steered together)")
-    scale: float = _opt(1.0, "factor on every steering coefficient")
+    negative_coefficient: str = _opt("mean_pos", "coefficient of a negative feature, subtracted as -|c|: its mean "
+                                     "activation over rewarded (the paper's) or unrewarded samples",
+                                     choices=NEGATIVE_COEFFICIENTS)
+    scale: float | str = _opt(1.0, "factor on every steering coefficient, or 'auto': the best of --scale-grid on the "
+                                    "validation split whose degenerate continuations stay within 10 points of unsteered")
+    scale_grid: tuple[float, ...] = _opt((0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+                                         "scales tried by --scale auto, e.g. 0.5,1,2")
     out: str | None = _opt(None, "output folder (default: runs/<task>-<mode>[-<method>]-seed<seed>)")
     resume: bool = _opt(False, "continue an interrupted collection found in the output folder")
     checkpoint_every: int = _opt(256, "samples between collection checkpoints")
     progress: bool = _opt(True, "show progress bars")
+    train: bool = _opt(True, "train the default SAEs of layers not in the cache yet (minutes per layer); "
+                             "--no-train refuses instead")
     max_new_tokens: int | None = _opt(None, "override the task's generation length")
     n_boot: int = _opt(10000, "bootstrap resamples for the 95% interval of the difference")
     task_options: dict[str, Any] = _opt({}, "keyword option of the task, KEY=VALUE, repeatable (a value that "
@@ -130,6 +142,7 @@ class RunConfig:
         check_method(self.method)
         check_choice("pool", self.pool, POOLS, allow_none=True)
         check_choice("positions", self.positions, POSITIONS)
+        check_choice("negative_coefficient", self.negative_coefficient, NEGATIVE_COEFFICIENTS)
         for name in ("n_train", "batch_size", "top_k", "checkpoint_every", "n_boot"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -143,8 +156,16 @@ class RunConfig:
         if self.max_new_tokens is not None and (not isinstance(self.max_new_tokens, int)
                                                 or isinstance(self.max_new_tokens, bool) or self.max_new_tokens < 1):
             raise ValueError(f"max_new_tokens={self.max_new_tokens!r} must be a positive integer or None")
-        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale):
-            raise ValueError(f"scale={self.scale!r} must be a finite number")
+        if self.scale != "auto" and (isinstance(self.scale, bool) or not isinstance(self.scale, (int, float))
+                                     or not math.isfinite(self.scale)):
+            raise ValueError(f"scale={self.scale!r} must be a finite number or 'auto'")
+        grid = tuple(self.scale_grid)
+        if not grid or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0
+                           for x in grid):
+            raise ValueError(f"scale_grid={self.scale_grid!r} must be a non-empty list of positive numbers")
+        self.scale_grid = grid
+        if self.scale == "auto" and self.n_val < 1:
+            raise ValueError("scale='auto' calibrates on the validation split: n_val must be >= 1")
         if self.layers is not None:
             layers = tuple(self.layers)
             if not layers or any(not isinstance(l, int) or isinstance(l, bool) or l < 0 for l in layers):
@@ -171,6 +192,7 @@ class RunConfig:
         """JSON-ready dict of every field (layers as a list)."""
         d = dataclasses.asdict(self)
         d["layers"] = list(self.layers) if self.layers is not None else None
+        d["scale_grid"] = list(self.scale_grid)
         return d
 
     @classmethod
@@ -183,6 +205,8 @@ class RunConfig:
         d = dict(d)
         if d.get("layers") is not None:
             d["layers"] = tuple(d["layers"])
+        if d.get("scale_grid") is not None:
+            d["scale_grid"] = tuple(d["scale_grid"])
         return cls(**d)
 
 

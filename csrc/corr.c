@@ -348,8 +348,13 @@ cs_status cs_corr_correlation(const cs_corr *acc, double *r, int *degenerate)
     for (int64_t j = 0; j < d; ++j) {
         double v = 0.0;
         if (m2[j] > 0.0 && m2[j] > CS_CORR_CONST_RTOL * n * mean[j] * mean[j]) {
-            v = czy[j] / sqrt(m2[j] * acc->m2_y);
-            v = v > 1.0 ? 1.0 : (v < -1.0 ? -1.0 : v);
+            /* a product of two subnormal-sized moments can underflow to 0 (0/0 = NaN): such a
+             * feature has no measurable variance, so r = 0 as for a constant one */
+            const double den = sqrt(m2[j] * acc->m2_y);
+            if (den > 0.0) {
+                v = czy[j] / den;
+                v = v > 1.0 ? 1.0 : (v < -1.0 ? -1.0 : v);
+            }
         }
         r[j] = v;
     }

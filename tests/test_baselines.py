@@ -168,7 +168,7 @@ def test_diff_in_means_is_the_class_mean_difference_norm_matched(data: dict[str,
 
 def test_shuffled_selects_from_the_shuffled_accumulators(data: dict[str, Any]) -> None:
     sel = select_method("shuffled", data["col"], data["saes"])
-    ref = select(data["state"].shuffled, data["saes"], "all")
+    ref = select(data["state"].shuffled[0], data["saes"], "all")
     assert sel.method == "shuffled" and [(f.layer, f.index) for f in sel.features] == \
         [(f.layer, f.index) for f in ref.features]
 

@@ -276,13 +276,16 @@ def test_cli_controls_on_arithmetic_writes_one_table_with_every_method(tmp_path,
     out = tmp_path / "controls"
     code = main(["controls", "--model", model_dir, "--sae", saes, "--task", "arithmetic", "--layers", "0,2",
                  "--n-train", "8", "--n-test", "6", "--batch-size", "8", "--n-boot", "100", "--device", "cpu",
-                 "--no-progress", "--out", str(out)])
+                 "--draws", "2", "--no-progress", "--out", str(out)])
     printed = capsys.readouterr()
     assert code == 0, printed.err
     doc = json.loads((out / "controls.json").read_text())
-    assert list(doc["rows"]) == ["corrsteer", *DEFAULT_METHODS]
-    for name in doc["rows"]:
-        assert f"| {name} |" in printed.out
+    drawn = [f"{m} #{d}" for m in ("random", "shuffled") for d in range(2)]
+    assert list(doc["rows"]) == ["corrsteer", *drawn, *DEFAULT_METHODS[2:]]
+    assert doc["draws"] == 2 and doc["command"].startswith("corrsteer controls --model")
+    for name in list(doc["rows"])[1:]:
+        assert f" {name} |" in printed.out
+    assert "Made by `corrsteer controls --model" in printed.out
     assert main(["controls", "--task", "arithmetic", "--methods", "random,best"]) == 2
     assert "method='best' is not valid" in capsys.readouterr().err
 
@@ -309,3 +312,14 @@ def test_global_flags_may_precede_a_delegated_command(capsys: pytest.CaptureFixt
         main(["-v", "train-sae", "--help"])
     assert exc.value.code == 0
     assert "corrsteer train-sae" in capsys.readouterr().out
+
+
+def test_every_command_has_a_working_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse formats help with %: one unescaped % in a generated help text breaks --help."""
+    commands = [name for name in build_parser()._subparsers._group_actions[0].choices]
+    assert {"run", "demo", "controls", "labels", "debias", "train-sae", "info"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0, name
+        assert "usage: corrsteer" in capsys.readouterr().out

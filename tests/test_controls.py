@@ -110,10 +110,11 @@ def test_controls_collection_matches_manual_passes(tiny_llama: Any, tiny_tokeniz
         for start in (0, 7):
             perm = np.random.default_rng([3, start]).permutation(7)
             manual.update(z[l][start:start + 7], y[start:start + 7][perm])
-        assert st.shuffled[l].n == manual.n == 14 and st.shuffled[l].n_positive == manual.n_positive
-        np.testing.assert_allclose(st.shuffled[l].correlation(), manual.correlation(), atol=1e-5)
-        np.testing.assert_allclose(st.shuffled[l].coefficient(), manual.coefficient(), rtol=1e-5, atol=1e-6)
-        assert not np.allclose(st.shuffled[l].correlation(), col.accumulators[l].correlation())
+        first = st.shuffled[0][l]
+        assert first.n == manual.n == 14 and first.n_positive == manual.n_positive
+        np.testing.assert_allclose(first.correlation(), manual.correlation(), atol=1e-5)
+        np.testing.assert_allclose(first.coefficient(), manual.coefficient(), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(first.correlation(), col.accumulators[l].correlation())
     assert st.offset == 14 and st.pending == 0
 
 
@@ -126,7 +127,7 @@ def test_shuffled_is_seeded_and_survives_kill_and_resume(tmp_path: Any, tiny_lla
     again = collect(tiny_llama, tiny_tokenizer, task, saes, samples, control_seed=1, **kw)
     other = collect(tiny_llama, tiny_tokenizer, task, saes, samples, control_seed=2, **kw)
     assert full.controls.to_bytes() == again.controls.to_bytes()
-    assert any(full.controls.shuffled[l].to_bytes() != other.controls.shuffled[l].to_bytes() for l in LAYERS)
+    assert any(full.controls.shuffled[0][l].to_bytes() != other.controls.shuffled[0][l].to_bytes() for l in LAYERS)
 
     from conftest import Killed, kill_at
 
@@ -141,6 +142,27 @@ def test_shuffled_is_seeded_and_survives_kill_and_resume(tmp_path: Any, tiny_lla
     with pytest.raises(ValueError, match="cannot resume"):  # controls on/off is part of the fingerprint
         collect(tiny_llama, tiny_tokenizer, task, saes, samples, out_dir=tmp_path / "b", resume=True,
                 batch_size=4, checkpoint_every=4, progress=False)
+
+
+def test_shuffled_draws_are_independent_permutations_and_draw_zero_is_unchanged() -> None:
+    rng = np.random.default_rng(0)
+    z = {0: rng.random((10, 4)).astype(np.float32)}
+    y = (np.arange(10) % 3 == 0).astype(np.float64)
+    one, three = ControlState({0: 4}, d_model=3, seed=5), ControlState({0: 4}, d_model=3, seed=5, draws=3)
+    for st in (one, three):
+        st.update(z, {0: np.zeros((10, 3), np.float32)}, y)
+        st.flush()
+    assert three.draws == 3 and one.draws == 1
+    assert three.shuffled[0][0].to_bytes() == one.shuffled[0][0].to_bytes()  # draw 0 permutes as before draws
+    for d in (1, 2):
+        manual = corrsteer.core.CorrelationAccumulator(4)
+        manual.update(z[0], y[np.random.default_rng([5, 0, d]).permutation(10)])
+        np.testing.assert_allclose(three.shuffled[d][0].correlation(), manual.correlation(), atol=1e-6)
+    assert len({three.shuffled[d][0].to_bytes() for d in range(3)}) == 3
+    back = ControlState.from_arrays(three.to_arrays())
+    assert back.draws == 3 and back.to_bytes() == three.to_bytes()
+    with pytest.raises(ValueError, match="draws"):
+        ControlState({0: 4}, d_model=3, draws=0)
 
 
 def test_control_state_rejects_a_bad_residual_and_unflushed_serialisation() -> None:
@@ -162,10 +184,10 @@ def test_controls_table_end_to_end(tmp_path: Any, tiny_llama: Any, tiny_tokenize
 
     cfg = RunConfig(task="parity", model="tiny", sae="tiny", n_train=24, n_test=10, batch_size=8,
                     checkpoint_every=12, progress=False, n_boot=200, out=str(tmp_path), mode="all", scale=8.0)
-    doc = run_controls(cfg, DEFAULT_METHODS, model=tiny_llama, tokenizer=tiny_tokenizer, task=ParityTask(),
+    doc = run_controls(cfg, DEFAULT_METHODS, draws=2, model=tiny_llama, tokenizer=tiny_tokenizer, task=ParityTask(),
                        saes=saes)
-    assert 0 < doc["collection_score"] < 1
-    names = ["corrsteer", *DEFAULT_METHODS]
+    assert 0 < doc["collection_score"] < 1 and cfg.controls is False  # the caller's config is not modified
+    names = ["corrsteer", "random #0", "random #1", "shuffled #0", "shuffled #1", *DEFAULT_METHODS[2:]]
     assert list(doc["rows"]) == names
     saved = json.loads((tmp_path / "controls.json").read_text())
     base = [r["baseline"]["score"] for r in saved["rows"].values()]
@@ -173,17 +195,26 @@ def test_controls_table_end_to_end(tmp_path: Any, tiny_llama: Any, tiny_tokenize
     for name in names:
         row = saved["rows"][name]
         assert {"delta", "ci95", "mcnemar_p", "steers", "features"} <= set(row) and row["steered"]["n"] == 10
-        assert (tmp_path / "methods" / name / "selection" / "selection.json").is_file()
+        assert (tmp_path / "methods" / name.replace(" #", "-") / "selection" / "selection.json").is_file()
+        assert 0 <= row["fluency"]["degenerate"] <= 1
     md = (tmp_path / "controls.md").read_text()
-    for name in names:
-        assert f"| {name} |" in md
+    assert "| **CorrSteer** |" in md
+    for name in names[1:]:
+        assert f" {name} |" in md
+    for m in ("random", "shuffled"):  # each drawn control: its draws, their mean, and CorrSteer against it
+        s = saved["summaries"][m]
+        assert s["n_draws"] == 2 and s["delta"] == pytest.approx(np.mean([saved["rows"][f"{m} #{d}"]["delta"]
+                                                                         for d in range(2)]))
+        assert f"**{m}**, mean of 2 draws" in md and saved["versus"][m]["n"] == 10
+    assert saved["examples"] and "unsteered (reward" in md
     assert (tmp_path / "figures" / "deltas.png").is_file()
     rows = saved["rows"]
-    assert [f["layer"] for f in rows["random"]["features"]] == [f["layer"] for f in rows["corrsteer"]["features"]]
+    assert [f["layer"] for f in rows["random #0"]["features"]] == [f["layer"] for f in rows["corrsteer"]["features"]]
+    assert [f["index"] for f in rows["random #0"]["features"]] != [f["index"] for f in rows["random #1"]["features"]]
     assert rows["diff-in-means"]["steered_layers"] == rows["corrsteer"]["steered_layers"]
     assert all(f["sign"] == "-" for f in rows["negative"]["features"]) and rows["negative"]["features"]
-    assert rows["mi"]["features"] and rows["fisher"]["features"] and rows["shuffled"]["features"]
-    steered = {name: [json.loads(line)["completion"] for line in
-                      (tmp_path / "methods" / name / "generations.jsonl").read_text().splitlines()][10:]
+    assert rows["mi"]["features"] and rows["fisher"]["features"] and rows["shuffled #0"]["features"]
+    steered = {name: [json.loads(line)["completion"] for line in (tmp_path / "methods" / name.replace(" #", "-") /
+                                                                   "generations.jsonl").read_text().splitlines()][10:]
                for name in names}
-    assert steered["corrsteer"] != steered["random"]  # different features really steer differently
+    assert steered["corrsteer"] != steered["random #0"]  # different features really steer differently

@@ -346,3 +346,37 @@ def test_importing_evaluation_needs_no_torch_scipy_or_matplotlib():
             "bad = [m for m in ('torch', 'scipy', 'matplotlib') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_paired_difference_p_matches_the_exact_sign_flip_test() -> None:
+    import itertools
+
+    a = np.array([1, 1, 0, 1, 1, 1, 0, 1], float)
+    b = np.array([0, 0.5, 0, 0, 1 / 3, 1, 0, 0])  # e.g. a mean over three draws
+    d = a - b
+    flips = np.array(list(itertools.product([-1, 1], repeat=len(d))))
+    exact = np.mean(np.abs(flips @ d) >= abs(d.sum()) - 1e-12)
+    got = ev.paired_difference(a, b, n_boot=40000, seed=1)
+    assert got["delta"] == pytest.approx(d.mean())
+    assert got["p"] == pytest.approx(exact, abs=0.01)
+    lo, hi = got["ci95"]
+    assert lo <= d.mean() <= hi
+    with pytest.raises(ValueError, match="one length"):
+        ev.paired_difference(a, b[:3])
+
+
+def test_compare_draws_reports_every_draw_and_their_mean() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2, 120)
+    draws = [np.where(rng.random(120) < p, 1 - base, base) for p in (0.0, 0.1, 0.3)]
+    out = ev.compare_draws(base, draws, n_boot=2000, seed=0)
+    assert out["n_draws"] == 3 and len(out["draws"]) == 3
+    deltas = [ev.compare(base, d, n_boot=2000)["delta"] for d in draws]
+    assert [d["delta"] for d in out["draws"]] == deltas
+    assert out["delta"] == pytest.approx(np.mean(deltas))
+    assert out["spread"] == [min(deltas), max(deltas)]
+    assert out["steered"]["score"] == pytest.approx(np.mean([d.mean() for d in draws]))
+    same = ev.compare_draws(base, [base, base], n_boot=500)
+    assert same["delta"] == 0 and same["p"] == 1.0
+    with pytest.raises(ValueError, match="draws is empty"):
+        ev.compare_draws(base, [])

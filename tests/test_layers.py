@@ -108,7 +108,7 @@ def test_public_api_is_the_workflow() -> None:
     import corrsteer
 
     assert set(corrsteer.__all__) == {"CorrsteerError", "RunConfig", "SAE", "SAEConfig", "Selection", "capture",
-                                      "collect", "evaluate", "get_task", "list_tasks", "load_model", "register_task",
+                                      "collect", "evaluate", "get_task", "list_tasks", "load_model", "load_saes", "register_task",
                                       "run", "select", "steer", "__version__"}
     for name in corrsteer.__all__:
         assert getattr(corrsteer, name) is not None

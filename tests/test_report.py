@@ -161,9 +161,11 @@ def test_category_figure_dodges_conditions_and_shows_error_bars(tmp_path, captur
 def test_layer_correlation_figure_uses_top_feature_per_sign(tmp_path, captured):
     figures.plot_layer_correlations(_correlations(3), tmp_path / "l.png")
     ax = captured[0].axes[0]
-    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
-    assert heights == [-0.12, -0.11, -0.1, 0.2, 0.21, 0.22]
+    assert not ax.patches  # points, not bars
+    ys = sorted(round(float(line.get_ydata()[0]), 6) for line in ax.get_lines() if line.get_marker() == "o")
+    assert ys == [-0.12, -0.11, -0.1, 0.2, 0.21, 0.22]
     assert {t.get_text() for t in ax.texts} >= {"#1000", "#2002"}
+    assert "\n" in ax.get_title()  # the title wraps instead of being clipped
 
 
 def test_write_comparison_report(tmp_path):

@@ -235,7 +235,7 @@ TINY_DEFAULTS = dict(d_sae=16, k=2, n_tokens=300, epochs=2, batch_size=64, n_sam
 def test_default_saes_train_once_then_come_from_the_cache(tiny_gemma3, tiny_tokenizer, tmp_path,
                                                           monkeypatch):
     saes = defaults.train_default_saes(tiny_gemma3, tiny_tokenizer, [0, 2], cache_dir=tmp_path,
-                                       progress=False, **TINY_DEFAULTS)
+                                       progress=False, quality=None, **TINY_DEFAULTS)
     assert sorted(saes) == [0, 2]
     for layer, sae in saes.items():
         assert (sae.layer, sae.site, sae.hook_name) == (layer, "resid_post",
@@ -247,9 +247,9 @@ def test_default_saes_train_once_then_come_from_the_cache(tiny_gemma3, tiny_toke
     def no_training(*a, **k):
         raise AssertionError("cache hit must not train")
 
-    monkeypatch.setattr("corrsteer.sae.train.train_sae", no_training)
+    monkeypatch.setattr(defaults, "train_sae", no_training)
     again = defaults.train_default_saes(tiny_gemma3, tiny_tokenizer, [0, 2], cache_dir=tmp_path,
-                                        progress=False, **TINY_DEFAULTS)
+                                        progress=False, quality=None, **TINY_DEFAULTS)
     x = np.random.default_rng(0).normal(size=(5, 32)).astype(np.float32)
     for layer in (0, 2):
         np.testing.assert_array_equal(again[layer].encode(x), saes[layer].encode(x))
@@ -267,8 +267,12 @@ def test_dataset_texts_reads_each_shared_dataset(tmp_path):
     (tmp_path / "mmlu" / "test").mkdir(parents=True)
     (tmp_path / "mmlu" / "test" / "x_test.csv").write_text(
         "question,choice0,choice1,choice2,choice3,answer\nQ?,a,b,c,d,0\n")
-    texts = defaults.dataset_texts(tmp_path, 5, seed=0)
-    assert sorted(texts) == sorted(["Q? a b c d", "good film", "bad film", "2+2?"])
+    (tmp_path / "bbq").mkdir()
+    (tmp_path / "bbq" / "Age.jsonl").write_text('{"context": "Two people.", "question": "Who?"}\n\n')
+    texts, files = defaults.dataset_texts(tmp_path, 5, seed=0)
+    assert sorted(texts) == sorted(["Q? a b c d", "Two people. Who?", "good film", "bad film", "2+2?"])
+    assert sorted(files) == ["bbq/Age.jsonl", "gsm8k/train.jsonl", "mmlu/test/x_test.csv", "sst2/train.tsv"]
+    assert defaults.data_dir(tmp_path) == tmp_path
 
 
 def test_main_train_rejects_bad_layers(capsys):
@@ -282,8 +286,7 @@ def test_small_sae_on_the_embedded_model(tmp_path):
     from corrsteer.models import load_model
 
     model, tok = load_model("gemma-3-270m", device="cpu")
-    root = defaults.data_dir()
-    texts = defaults.dataset_texts(root, 30) if root else ["The capital of France is Paris."] * 60
+    texts, _ = defaults.dataset_texts(defaults.data_dir(), 30)
     acts = harvest(model, tok, texts, [6], max_tokens=3000, progress=False)
     assert acts[6].shape == (3000, 640)
     sae, m = train_sae(acts[6], d_sae=256, k=16, epochs=20, batch_size=256, lr=2e-3,

@@ -29,6 +29,11 @@ class FakeAcc:
     def coefficient(self) -> np.ndarray:
         return self.c.copy()
 
+    def moments(self) -> dict:
+        """A state whose mean over the unrewarded samples is 10 x c (so that mean_neg is told from mean_pos)."""
+        mean = (self.n_positive * self.c + (self.n - self.n_positive) * 10 * self.c) / self.n
+        return {"n": float(self.n), "n_pos": float(self.n_positive), "mean": mean, "mean_pos": self.c.copy()}
+
     def top(self, k: int, sign: str = "positive") -> np.ndarray:
         """The C core's contract (CorrelationAccumulator.top): largest r > 0 or smallest r < 0, ties to the
         lower index; coefficient = c (mean_pos)."""
@@ -89,7 +94,24 @@ def test_top_features_order_ties_and_signs() -> None:
 def test_negative_feature_gets_minus_abs_coefficient_even_if_c_negative() -> None:
     acc = FakeAcc([0.1, -0.4], c=[2.0, -3.0])
     (f,) = top_features(acc, -1, 1, layer=0)
-    assert f.coefficient == -3.0
+    assert f.coefficient == -3.0 and f.mean_pos == -3.0 and f.mean_neg == pytest.approx(-30.0)
+
+
+def test_negative_coefficient_can_be_the_mean_over_unrewarded_samples() -> None:
+    """The paper subtracts -|mean_pos| (near zero: the feature fires on unrewarded samples); the option
+    subtracts -|mean_neg| instead. Positive features keep mean_pos either way."""
+    acc = FakeAcc([0.3, -0.4], c=[2.0, 0.5])
+    (neg,) = top_features(acc, -1, 1, layer=0, negative_coefficient="mean_neg")
+    assert neg.coefficient == pytest.approx(-5.0) and neg.mean_pos == 0.5
+    (pos,) = top_features(acc, +1, 1, layer=0, negative_coefficient="mean_neg")
+    assert pos.coefficient == 2.0
+    table = {(0, 1): 0.4, (0, -1): 0.6}
+    sel = select({0: acc}, {0: SimpleNamespace(W_dec=np.eye(2, dtype=np.float32))}, "pruned",
+                 validate=FakeValidator(0.5, table), negative_coefficient="mean_neg")
+    np.testing.assert_allclose(sel.vectors()[0], [0.0, -5.0])
+    assert sel.meta["negative_coefficient"] == "mean_neg"
+    with pytest.raises(ValueError, match="negative_coefficient"):
+        select({0: acc}, {0: SimpleNamespace(W_dec=np.eye(2, dtype=np.float32))}, "all", negative_coefficient="x")
 
 
 def test_single_takes_largest_r_over_layers_lower_layer_on_tie() -> None:

@@ -12,12 +12,13 @@ import pytest
 
 from corrsteer.errors import CorrsteerError
 from corrsteer.tasks import Sample, get_task, list_tasks, register_task
+from corrsteer.storage import datasets as storage_datasets
 from corrsteer.tasks import data as data_mod
 from corrsteer.tasks.base import carve, stable_rng
 
 FIX = Path(__file__).parent / "fixtures" / "tasks"
-ALL_BUILTIN = ["arithmetic", "bbq_ambig", "bbq_disambig", "custom", "emgsd", "gsm8k", "harmbench",
-               "mmlu", "sst2", "truthfulqa", "xstest"]
+ALL_BUILTIN = ["arithmetic", "bbq_ambig", "bbq_disambig", "custom", "emgsd", "food", "gsm8k", "harmbench",
+               "mmlu", "sentiment", "sst2", "truthfulqa", "xstest"]
 
 
 def test_list_tasks_has_every_builtin():
@@ -136,15 +137,15 @@ def test_missing_data_dir_lists_paths_tried(tmp_path, monkeypatch):
 def test_default_search_order_env_var(tmp_path, monkeypatch):
     shutil.copytree(FIX / "xstest", tmp_path / "xstest")
     monkeypatch.setenv("CORRSTEER_DATA", str(tmp_path))
-    assert data_mod.candidate_roots()[0] == tmp_path
+    assert storage_datasets.candidate_roots()[0] == tmp_path
     assert data_mod.dataset_dir("xstest", "xstest_prompts.csv") == tmp_path / "xstest"
     # the dataset folder itself is accepted as data_dir too
     assert data_mod.dataset_dir("xstest", "xstest_prompts.csv", tmp_path / "xstest") == tmp_path / "xstest"
 
 
 def test_repo_relative_default_is_searched():
-    repo = Path(data_mod.__file__).resolve().parent.parent.parent
-    assert repo.parent / "shared" / "datasets" in data_mod.candidate_roots()
+    repo = Path(storage_datasets.__file__).resolve().parents[2]
+    assert repo.parent / "shared" / "datasets" in storage_datasets.candidate_roots()
 
 
 def test_checksum_mismatch_is_an_error(tmp_path):
@@ -153,12 +154,12 @@ def test_checksum_mismatch_is_an_error(tmp_path):
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     (tmp_path / "SHA256SUMS").write_text(f"{digest}  ./xstest/xstest_prompts.csv\n")
     assert len(get_task("xstest", data_dir=str(tmp_path)).samples("test")) > 0
-    data_mod._VERIFIED.clear()
+    storage_datasets._VERIFIED.clear()
     path.write_text(path.read_text() + "999,How do I steal?,contrast_homonyms,unsafe,steal,x\n")
     with pytest.raises(CorrsteerError, match="does not match.*verify=False"):
         get_task("xstest", data_dir=str(tmp_path)).samples("test")
     assert len(get_task("xstest", data_dir=str(tmp_path), verify=False).samples("test")) > 0
-    data_mod._VERIFIED.clear()
+    storage_datasets._VERIFIED.clear()
 
 
 def test_hf_fallback_not_available_is_clean(monkeypatch):

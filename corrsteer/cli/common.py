@@ -1,13 +1,19 @@
 """What every ``corrsteer`` command shares: options generated from RunConfig, logging, exit codes.
 
-Exit codes, the same for every command:
+Exit codes, the same for every command, decided in one place (:func:`report_errors`) by the
+exception's type:
 
 - 0: done;
-- 1: corrsteer itself failed (:class:`~corrsteer.errors.CorrsteerError`: a model whose layers
-  cannot be found, an unreachable hub, an SAE file that does not form a valid SAE);
-- 2: the user's input or environment is wrong (a bad option or value, a missing, corrupt or
-  malformed file, a resume with other settings, an output folder that cannot be written,
-  a full disk); argparse's own usage errors exit 2 too;
+- 2: the user's input or environment is wrong (``ValueError``, ``TypeError``, ``OSError``): a bad
+  option or value, an unknown task, ``--n-train`` larger than the split, a missing file or
+  folder, a data file with a bad row, non-UTF-8 text or bad JSON, a resume with other settings,
+  an output path that is a file, a folder that cannot be written, a full disk; argparse's own
+  usage errors exit 2 too;
+- 1: corrsteer could not do its work with inputs that passed those checks
+  (:class:`~corrsteer.errors.CorrsteerError`): a checkpoint or SAE file whose bytes are corrupt
+  or do not form a valid SAE, a dataset not found in the default places or failing its
+  checksum, a model whose layers cannot be found, an unreachable hub; and any other exception
+  (a bug: the line says so, and ``--debug`` shows the traceback to report);
 - 130: interrupted (Ctrl-C); the last checkpoint is intact.
 
 Errors print one ``corrsteer <command>: error: ...`` line on stderr; ``--debug`` shows the
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import sys
@@ -29,7 +36,8 @@ from corrsteer.config import RunConfig
 from corrsteer.errors import CorrsteerError
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_LIBRARY", "EXIT_USER", "add_config_options", "add_global_flags",
-           "config_from_args", "parse_layers", "parse_task_options", "report_errors", "setup_logging"]
+           "config_from_args", "describe_os_error", "parse_layers", "parse_task_options", "report_errors",
+           "setup_logging"]
 
 EXIT_LIBRARY, EXIT_USER, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -94,6 +102,28 @@ def parse_task_options(items: Sequence[str] | None) -> dict[str, Any]:
 
 
 _SINGULAR = {"task_options": "task-option"}  # a repeatable option is named for one of its items
+
+
+def _scale(text: str) -> float | str:
+    """``--scale``: a number, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """``--scale-grid 0.5,1,2``."""
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of numbers, e.g. 0.5,1,2") from None
+
+
+# fields whose option parses its own text (layers: parse_layers in config_from_args)
+_PARSERS: dict[str, Any] = {"layers": str, "scale": _scale, "scale_grid": _floats}
 _TYPES = {int: int, float: float, str: str}
 
 
@@ -113,7 +143,7 @@ def add_config_options(p: argparse.ArgumentParser, base: dict[str, Any] | None =
         meta = dict(f.metadata)
         default = (base or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else {})
         choices = meta.get("choices")
-        text = meta.get("help", "")
+        text = meta.get("help", "").replace("%", "%%")  # argparse formats help with %
         if choices:
             text += f": {' | '.join(choices)}"
         flag = "--" + _SINGULAR.get(f.name, f.name).replace("_", "-")
@@ -129,10 +159,10 @@ def add_config_options(p: argparse.ArgumentParser, base: dict[str, Any] | None =
             g.add_argument(flag, dest=f.name, action="append", default=None, metavar=meta.get("metavar"), help=text)
             continue
         base_type = next((t for t in typing.get_args(hint) or (hint,) if t in _TYPES), str)
-        if f.name == "layers":
-            base_type = str
-        shown = "" if default in (None, {}) else f" ({default})"
-        g.add_argument(flag, dest=f.name, type=_TYPES[base_type], default=None, help=text + shown)
+        kind = _PARSERS.get(f.name, _TYPES[base_type])
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        shown = "" if default in (None, {}) else f" ({shown})"
+        g.add_argument(flag, dest=f.name, type=kind, default=None, help=text + shown)
 
 
 def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> RunConfig:
@@ -152,6 +182,17 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
     return RunConfig(**values).check()
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for an ``OSError``: the file, what went wrong, and what to do when it is the disk."""
+    path = f"{exc.filename!s}: " if exc.filename is not None else ""
+    text = f"{path}{exc.strerror}" if exc.strerror else str(exc)
+    hint = {errno.ENOSPC: "; free some space or pass another --out",
+            errno.EDQUOT: "; free some space or pass another --out",
+            errno.EROFS: "; the file system is read-only: pass another --out",
+            errno.EACCES: "; check the permissions or pass another --out"}.get(exc.errno or 0, "")
+    return text + hint
+
+
 def report_errors(call: Callable[[], Any], debug: bool, prog: str = "corrsteer") -> int:
     """Run ``call()`` under the exit-code policy of the module docstring; returns the exit status.
 
@@ -163,7 +204,12 @@ def report_errors(call: Callable[[], Any], debug: bool, prog: str = "corrsteer")
         print(f"{prog}: interrupted; the last checkpoint is intact (rerun with --resume to continue)",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, TypeError, OSError) as exc:  # FormatError (corrupt bytes) is a ValueError too
+    except OSError as exc:
+        if debug:
+            raise
+        print(f"{prog}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_USER
+    except (ValueError, TypeError) as exc:  # FormatError (corrupt bytes) is a ValueError too
         if debug:
             raise
         print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -172,5 +218,11 @@ def report_errors(call: Callable[[], Any], debug: bool, prog: str = "corrsteer")
         if debug:
             raise
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_LIBRARY
+    except Exception as exc:  # a bug: one line by default, the traceback with --debug
+        if debug:
+            raise
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback and "
+              "report it)", file=sys.stderr)
         return EXIT_LIBRARY
     return int(status or 0)

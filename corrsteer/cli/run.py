@@ -20,17 +20,21 @@ from corrsteer.cli.common import add_config_options, add_global_flags, config_fr
 
 __all__ = ["DEMO", "format_headline", "register"]
 
-# The demo: the embedded model, its default SAEs (corrsteer.sae.defaults.DEFAULT_LAYERS) and the generated task.
-# Cost in generated samples: n_train + n_val * (1 + 2 * layers) + 2 * n_test = 160 + 352 + 192 = 704.
-DEMO = dict(task="arithmetic", model="gemma-3-270m", sae="default", n_train=160, n_val=32, n_test=96,
-            mode="pruned", batch_size=32, checkpoint_every=64, out="runs/demo")
+# The demo: the embedded model, its default SAEs (corrsteer.sae.defaults.DEFAULT_LAYERS) and the food task (does
+# a free continuation mention food), CorrSteer-A against random features and shuffled rewards, three draws each.
+# Cost in generated continuations: n_train + n_test * (1 + 1 + 2 * DEMO_DRAWS) = 200 + 100 * 8 = 1000.
+DEMO = dict(task="food", model="gemma-3-270m", sae="default", n_train=200, n_test=100, mode="all", batch_size=32,
+            checkpoint_every=100, out="runs/demo")
+DEMO_METHODS = ("random", "shuffled")
+DEMO_DRAWS = 3
 
 HELP = {"run": "collect -> select -> evaluate -> report",
         "collect": "generation pass -> accumulators (--resume continues a killed collection exactly)",
         "select": "choose features (single/global/all/pruned) from a collection",
         "eval": "unsteered vs steered on the test split -> results.json",
         "report": "report.md + figures from results.json",
-        "demo": "embedded Gemma 3 270M + default SAEs + the arithmetic task, end to end",
+        "demo": "embedded Gemma 3 270M + default SAEs + the food task: CorrSteer vs random features and shuffled "
+                "rewards (3 draws each), with fluency and examples",
         "controls": "one collection -> CorrSteer vs random/shuffled/negative/diff-in-means/mi/fisher/scale "
                     "-> one table"}
 
@@ -50,9 +54,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             what.add_argument("--selection", help="selection folder to evaluate (default: <out>/selection)")
             what.add_argument("--vector", help="a llama.cpp control vector (.gguf) to evaluate instead: "
                               "direction.N steers layer N's output (use --positions all to steer as llama.cpp does)")
-        if name == "controls":
-            p.add_argument("--methods", help="comma list of methods besides CorrSteer (default: "
-                           "random,shuffled,negative,diff-in-means,mi,fisher,scale-0.5,scale-1.5,scale-2)")
+        if name in ("controls", "demo"):
+            default = ",".join(DEMO_METHODS) if name == "demo" else ("random,shuffled,negative,diff-in-means,mi,"
+                                                                     "fisher,scale-0.5,scale-1.5,scale-2")
+            p.add_argument("--methods", help=f"comma list of methods besides CorrSteer ({default})")
+            p.add_argument("--draws", type=int, default=DEMO_DRAWS,
+                           help=f"draws of the random and shuffled controls ({DEMO_DRAWS})")
+            p.add_argument("--perplexity", action="store_true",
+                           help="also measure the unsteered model's perplexity of every condition's continuations")
         p.set_defaults(handler=_HANDLERS[name])
 
 
@@ -102,18 +111,20 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    cfg = config_from_args(args, DEMO if args.command == "demo" else None)  # bad options fail before any import
+    cfg = config_from_args(args)  # bad options fail before any import
     from corrsteer import pipeline
 
-    print(format_headline(pipeline.run(cfg)))
+    print(format_headline(pipeline.run(cfg, command=args.command_line)))
 
 
 def _controls(args: argparse.Namespace) -> None:
-    cfg = config_from_args(args)
+    demo = args.command == "demo"
+    cfg = config_from_args(args, DEMO if demo else None)  # bad options fail before any import
     from corrsteer.studies.controls import DEFAULT_METHODS, run_controls
 
-    methods = DEFAULT_METHODS if not args.methods else [m.strip() for m in args.methods.split(",") if m.strip()]
-    doc = run_controls(cfg, methods)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else \
+        (DEMO_METHODS if demo else DEFAULT_METHODS)
+    doc = run_controls(cfg, methods, draws=args.draws, perplexity=args.perplexity, command=args.command_line)
     print(Path(doc["report"]).read_text(encoding="utf-8"))
     print(f"report    {doc['report']}")
 
@@ -123,23 +134,29 @@ def _eval(args: argparse.Namespace) -> None:
     from corrsteer import pipeline
     from corrsteer.method.features import Selection
 
-    # a bad folder or file fails before the model loads
-    sel = Selection.load(args.selection) if args.selection else Selection.from_gguf(args.vector) if args.vector else None
-    res = pipeline.load_resources(cfg, saes={})
+    if args.scale == "auto":
+        raise ValueError("--scale auto calibrates the selection in `corrsteer select` or `run`; "
+                         "eval takes a number (the factor on the selection's or vector's coefficients)")
+    # a missing or bad selection or vector fails before the model loads
+    if args.vector:
+        sel = Selection.from_gguf(args.vector)
+    else:
+        sel = Selection.load(args.selection or Path(cfg.out_dir()) / pipeline.SELECTION_DIR)
+    res = pipeline.load_resources(cfg, saes={}, stage="eval")
     if args.vector:
         from corrsteer.models import d_model
 
         sel = Selection.from_gguf(args.vector, d_model=d_model(res.model))
-    if sel is not None and args.scale is not None:
+    if args.scale is not None:
         sel.scale = args.scale
-    print(format_headline(pipeline.stage_eval(cfg, res, sel, positions=cfg.positions)))
+    print(format_headline(pipeline.stage_eval(cfg, res, sel, positions=cfg.positions, command=args.command_line)))
 
 
 def _collect(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     from corrsteer import pipeline
 
-    col = pipeline.stage_collect(cfg, pipeline.load_resources(cfg))
+    col = pipeline.stage_collect(cfg, pipeline.load_resources(cfg, stage="collect"))
     print(f"collected {col.n} samples at layers {sorted(col.accumulators)}: score {_pct(col.score)} "
           f"-> {Path(cfg.out_dir()) / 'collection'}")
 
@@ -148,7 +165,7 @@ def _select(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     from corrsteer import pipeline
 
-    sel = pipeline.stage_select(cfg, pipeline.load_resources(cfg))
+    sel = pipeline.stage_select(cfg, pipeline.load_resources(cfg, stage="select"))
     feats = ", ".join(f"L{f.layer} {'+' if f.sign > 0 else '-'}#{f.index} (r={f.r:+.3f})" for f in sel.features)
     feats = feats or ", ".join(f"L{l} vector" for l in sel.layers)
     how = sel.mode if sel.method == "corrsteer" else f"{sel.mode}, {sel.method}"
@@ -158,4 +175,5 @@ def _select(args: argparse.Namespace) -> None:
                           "candidates": [[c.layer, c.sign, c.score] for c in sel.candidates]}))
 
 
-_HANDLERS = {"run": _run, "demo": _run, "collect": _collect, "select": _select, "eval": _eval, "controls": _controls}
+_HANDLERS = {"run": _run, "demo": _controls, "collect": _collect, "select": _select, "eval": _eval,
+             "controls": _controls}

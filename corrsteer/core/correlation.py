@@ -27,7 +27,6 @@ import numpy as np
 from corrsteer.config import KINDS, SIGNS
 from corrsteer.core import kernels
 from corrsteer.core.kernels import _core
-from corrsteer.errors import CorrsteerError
 from corrsteer.storage import atomic
 
 TOP_DTYPE = np.dtype([("index", np.int64), ("r", np.float64), ("coefficient", np.float64)])

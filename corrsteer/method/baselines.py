@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from corrsteer.config import check_method, parse_scale
-from corrsteer.method.features import Feature, Selection
-from corrsteer.method.selection import select, usable
+from corrsteer.method.features import Feature, Selection, feature_from_top
+from corrsteer.method.selection import mean_neg, select, top_features, usable
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,12 @@ def fisher_scores(pos: Any, neg: Any) -> np.ndarray:
 # -------------------------------------------------------------------------- selections
 
 
-def _feature(layer: int, index: int, r: np.ndarray, c: np.ndarray) -> Feature:
+def _feature(acc: Any, layer: int, index: int, r: np.ndarray, negative_coefficient: str) -> Feature:
+    """The feature ``index`` of ``layer``, signed by its r, with CorrSteer's coefficient rule."""
+    row = {"index": index, "r": r[index], "coefficient": acc.coefficient()[index]}
     sign = 1 if r[index] > 0 else -1
-    coef = float(c[index]) if sign > 0 else -abs(float(c[index]))
-    return Feature(layer=int(layer), index=int(index), sign=sign, r=float(r[index]), coefficient=coef,
-                   mean_pos=float(c[index]))
+    neg = float(mean_neg(acc)[index]) if sign < 0 else None
+    return feature_from_top(row, layer, sign, neg, negative_coefficient)
 
 
 def _selection(method: str, features: list[Feature], saes: Mapping[int, Any], scale: float, note: str = "",
@@ -110,22 +111,15 @@ def _selection(method: str, features: list[Feature], saes: Mapping[int, Any], sc
 
 
 def select_negative(accumulators: Mapping[int, Any], saes: Mapping[int, Any], top_k: int = 1,
-                    scale: float = 1.0) -> Selection:
+                    scale: float = 1.0, negative_coefficient: str = "mean_pos") -> Selection:
     """Every layer's ``top_k`` most negatively correlated features, steered together as ``−|c|·W_dec[i]``."""
-    features = []
-    for layer in sorted(accumulators):
-        acc = accumulators[layer]
-        if not usable(acc, layer):
-            continue
-        r, c = acc.correlation(), acc.coefficient()
-        idx = np.flatnonzero(r < 0)
-        for i in idx[np.lexsort((idx, r[idx]))][:top_k]:
-            features.append(_feature(layer, int(i), r, c))
+    features = [f for layer in sorted(accumulators) if usable(accumulators[layer], layer)
+                for f in top_features(accumulators[layer], -1, top_k, layer, negative_coefficient)]
     return _selection("negative", features, saes, scale)
 
 
 def select_ranked(accumulators: Mapping[int, Any], saes: Mapping[int, Any], scores: Mapping[int, np.ndarray],
-                  method: str, top_k: int = 1, scale: float = 1.0) -> Selection:
+                  method: str, top_k: int = 1, scale: float = 1.0, negative_coefficient: str = "mean_pos") -> Selection:
     """Per layer the ``top_k`` features of largest ``scores[layer]`` (ties: lower index), together.
 
     Args:
@@ -134,7 +128,7 @@ def select_ranked(accumulators: Mapping[int, Any], saes: Mapping[int, Any], scor
         scores: layer -> (d_sae,) ranking score (MI, Fisher); features with ``r == 0`` or
             a score <= 0 never qualify.
         method: the name recorded in the selection (``"mi"``, ``"fisher"``).
-        top_k, scale: as for ``select``.
+        top_k, scale, negative_coefficient: as for ``select``.
 
     Returns:
         A ``Selection`` whose ``meta["scores"]`` lists ``[layer, index, score]`` per feature.
@@ -144,25 +138,26 @@ def select_ranked(accumulators: Mapping[int, Any], saes: Mapping[int, Any], scor
         acc = accumulators[layer]
         if not usable(acc, layer):
             continue
-        r, c = acc.correlation(), acc.coefficient()
+        r = acc.correlation()
         s = np.asarray(scores[layer], dtype=np.float64)  # (d_sae,)
         if s.shape != (acc.d_sae,):
             raise ValueError(f"scores[{layer}] has shape {s.shape}; expected ({acc.d_sae},)")
         idx = np.flatnonzero((r != 0) & (s > 0))
         for i in idx[np.lexsort((idx, -s[idx]))][:top_k]:
-            features.append(_feature(layer, int(i), r, c))
+            features.append(_feature(acc, layer, int(i), r, negative_coefficient))
             kept.append([int(layer), int(i), float(s[i])])
     return _selection(method, features, saes, scale, meta={"scores": kept})
 
 
 def select_random(reference: Selection, saes: Mapping[int, Any], seed: int = 0,
-                  accumulators: Mapping[int, Any] | None = None) -> Selection:
+                  accumulators: Mapping[int, Any] | None = None, draw: int = 0) -> Selection:
     """The reference's layers with uniformly drawn other features and the same signed coefficients.
 
     In each layer the reference's features are replaced, in order, by distinct indices
-    drawn without replacement (``numpy.random.default_rng([seed, layer])``) from the
-    features the reference does not steer there. ``r`` is the drawn feature's own
-    correlation when ``accumulators`` are given (else nan).
+    drawn without replacement (``numpy.random.default_rng([seed, layer])`` for draw 0,
+    ``default_rng([seed, layer, draw])`` for draw > 0) from the features the reference does
+    not steer there. ``r`` is the drawn feature's own correlation when ``accumulators``
+    are given (else nan).
     """
     by_layer: dict[int, list[Feature]] = {}
     for f in reference.features:
@@ -173,13 +168,15 @@ def select_random(reference: Selection, saes: Mapping[int, Any], seed: int = 0,
         pool = np.setdiff1d(np.arange(d_sae), [f.index for f in fs])
         if len(pool) < len(fs):
             raise ValueError(f"layer {layer}: d_sae={d_sae} leaves no other feature to draw")
-        drawn = np.random.default_rng([int(seed), int(layer)]).choice(pool, size=len(fs), replace=False)
+        key = [int(seed), int(layer)] + ([int(draw)] if draw else [])
+        drawn = np.random.default_rng(key).choice(pool, size=len(fs), replace=False)
         r = accumulators[layer].correlation() if accumulators is not None and layer in accumulators else None
         for f, i in zip(fs, drawn):
             features.append(Feature(layer=layer, index=int(i), sign=f.sign, r=float("nan") if r is None else
                                     float(r[i]), coefficient=f.coefficient, mean_pos=f.mean_pos))
     note = "" if features else "random: the CorrSteer selection steers nothing, so neither does its random control"
-    return _selection("random", features, saes, reference.scale, note, {"seed": int(seed)}, reference.mode)
+    return _selection("random", features, saes, reference.scale, note, {"seed": int(seed), "draw": int(draw)},
+                      reference.mode)
 
 
 def scale_selection(reference: Selection, factor: float) -> Selection:
@@ -247,7 +244,8 @@ def select_diff_in_means(resid: Mapping[int, Any], reference: Selection, norm: s
 
 def select_method(method: str, collection: Any, saes: Mapping[int, Any], mode: str = "all",
                   validate: Callable[[Any], float] | None = None, top_k: int = 1, scale: float = 1.0,
-                  seed: int = 0, reference: Selection | None = None) -> Selection:
+                  seed: int = 0, reference: Selection | None = None, draw: int = 0,
+                  negative_coefficient: str = "mean_pos") -> Selection:
     """The selection of ``method`` from one collection (see the module table).
 
     Args:
@@ -255,9 +253,10 @@ def select_method(method: str, collection: Any, saes: Mapping[int, Any], mode: s
         collection: a ``corrsteer.method.collection.Collection``; methods in ``NEEDS_STATE``
             need ``collection.controls`` (collect with ``controls=True``).
         saes: layer -> SAE.
-        mode, validate, top_k, scale: CorrSteer's selection options (``select``).
+        mode, validate, top_k, scale, negative_coefficient: CorrSteer's selection options (``select``).
         seed: seed of the random control.
         reference: the CorrSteer selection if already made (else made here with ``mode``).
+        draw: which draw of the random and shuffled controls (0 .. draws − 1).
 
     Returns:
         A ``Selection`` with ``method`` set.
@@ -270,22 +269,29 @@ def select_method(method: str, collection: Any, saes: Mapping[int, Any], mode: s
                          "controls=True (`corrsteer controls`, or `corrsteer collect --method ...`)")
     if method in ("negative", "mi", "fisher", "shuffled"):
         if method == "negative":
-            return select_negative(accs, saes, top_k, scale)
+            return select_negative(accs, saes, top_k, scale, negative_coefficient)
         if method == "mi":
-            return select_ranked(accs, saes, {l: mutual_information(a) for l, a in accs.items()}, "mi", top_k, scale)
+            return select_ranked(accs, saes, {l: mutual_information(a) for l, a in accs.items()}, "mi", top_k, scale,
+                                 negative_coefficient)
         if method == "fisher":
             scores = {l: fisher_scores(state.pos[l], state.neg[l]) if 0 < a.n_positive < a.n else np.zeros(a.d_sae)
                       for l, a in accs.items()}  # equal rewards: select_ranked skips the layer with a warning
-            return select_ranked(accs, saes, scores, "fisher", top_k, scale)
-        sel = select(state.shuffled, saes, mode, validate=validate, top_k=top_k, scale=scale)
+            return select_ranked(accs, saes, scores, "fisher", top_k, scale, negative_coefficient)
+        if not 0 <= draw < state.draws:
+            raise ValueError(f"draw {draw} of the shuffled control: the collection kept {state.draws} draw(s); "
+                             "collect again with more draws")
+        sel = select(state.shuffled[draw], saes, mode, validate=validate, top_k=top_k, scale=scale,
+                     negative_coefficient=negative_coefficient)
         sel.method = "shuffled"
+        sel.meta["draw"] = int(draw)
         return sel
     if reference is None:
-        reference = select(accs, saes, mode, validate=validate, top_k=top_k, scale=scale)
+        reference = select(accs, saes, mode, validate=validate, top_k=top_k, scale=scale,
+                           negative_coefficient=negative_coefficient)
     if method == "corrsteer":
         return reference
     if method == "random":
-        return select_random(reference, saes, seed, accs)
+        return select_random(reference, saes, seed, accs, draw)
     if method == "diff-in-means":
         return select_diff_in_means(state.resid, reference)
     return scale_selection(reference, parse_scale(method))

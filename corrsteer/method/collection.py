@@ -21,13 +21,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import io
 import json
 import logging
 import os
+import re
 import time
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +114,29 @@ def save_checkpoint(path: Path, col: Collection, offset: int) -> None:
         np.savez(fh, **arrays)
 
 
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temp files (``.<name>.<8 hex>.tmp``) that writes of ``path`` killed mid-way left behind.
+
+    :mod:`corrsteer.storage.atomic` writes a checkpoint to such a temp file and renames it onto
+    ``path``; a SIGKILL or power cut between the two leaves the temp file, which nothing reads. A
+    collection removes them when it starts; it is the only writer of its checkpoint (a second
+    process collecting into the same folder at the same time is not supported).
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if re.fullmatch(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp", tmp.name) and tmp.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    if removed:
+        log.warning("removed %d temp file(s) of an interrupted checkpoint write: %s", len(removed),
+                    ", ".join(str(t) for t in removed))
+    return removed
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Collection, int]:
     """Read a checkpoint written by ``save_checkpoint``.
 
@@ -132,7 +157,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Collection, int]:
         col = Collection(accumulators=accs, records=progress["records"], fingerprint=progress["fingerprint"],
                          complete=bool(progress["complete"]), meta=progress.get("meta", {}), controls=controls)
         offset = int(progress["offset"])
-    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # noqa: BLE001 - corrupt bytes reach zipfile, zlib, json and the core in many ways
+        # (fuzzing found NotImplementedError for an unknown zip compression method, besides the usual ones)
         raise CorrsteerError(f"collection checkpoint {str(path)!r} is unreadable or corrupt ({exc}); "
                              "delete it and collect again without --resume") from exc
     if offset != len(col.records):
@@ -167,7 +193,7 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
             max_new_tokens: int | None = None, out_dir: str | os.PathLike[str] | None = None,
             checkpoint_every: int = 256, resume: bool = False, progress: bool = True,
             on_checkpoint: Callable[[int], None] | None = None, controls: bool = False,
-            control_seed: int = 0) -> Collection:
+            control_seed: int = 0, control_draws: int = 1) -> Collection:
     """Generate over ``samples`` once and fill one accumulator per layer.
 
     Args:
@@ -187,6 +213,7 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
         controls: also fill ``Collection.controls`` (shuffled-reward, per-class and
             residual-mean accumulators, ``corrsteer.studies.controls``) in the same pass.
         control_seed: seed of the shuffled-reward permutations.
+        control_draws: how many shuffled-reward permutations to keep (one control each).
 
     Returns:
         ``Collection`` with accumulators ``{layer: (d_sae,) state}`` and per-sample records.
@@ -212,13 +239,19 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
     state = None
     if controls:
         fp["controls"] = {"seed": int(control_seed)}  # only then: older checkpoints keep their fingerprint
-        state = ControlState({l: int(saes[l].d_sae) for l in layers}, d_model(model), control_seed)
+        if control_draws != 1:
+            fp["controls"]["draws"] = int(control_draws)
+        state = ControlState({l: int(saes[l].d_sae) for l in layers}, d_model(model), control_seed, control_draws)
     col = Collection({l: CorrelationAccumulator(int(saes[l].d_sae)) for l in layers}, [], fp, complete=False,
                      meta=meta, controls=state)
     offset = 0
     ckpt = Path(out_dir) / COLLECTION_DIR / CHECKPOINT_FILE if out_dir is not None else None
     if ckpt is not None:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
+        for target in (ckpt, ckpt.parent / RECORDS_FILE):
+            remove_stale_temps(target)
+        if resume and not ckpt.is_file():
+            log.warning("--resume: no collection checkpoint at %s; starting a fresh collection", ckpt)
         if ckpt.is_file() and resume:
             old, offset = load_checkpoint(ckpt)
             if fingerprint(old.fingerprint) != fingerprint(fp):

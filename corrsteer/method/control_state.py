@@ -3,14 +3,17 @@
 ``collect(..., controls=True)`` keeps, per layer and next to the CorrSteer accumulator,
 a :class:`ControlState`:
 
-- ``shuffled``: a ``CorrelationAccumulator`` fed the same pooled activations with the
-  rewards **permuted within each checkpoint window** (``checkpoint_every`` samples, 256
-  by default) by ``numpy.random.default_rng([seed, window_start])``. Each sample is paired
-  with another sample's reward, so any feature-reward link is broken and the result is a
-  valid null; only the between-window part of the covariance survives, about
-  ``1 / window`` of the real r. The window's pooled activations are buffered until its
-  end (``window × d_sae × 4`` bytes per layer), which is also where checkpoints fall, so
-  a resumed run permutes exactly like an uninterrupted one.
+- ``shuffled[d]``, one per draw ``d`` of ``draws``: a ``CorrelationAccumulator`` fed the
+  same pooled activations with the rewards **permuted within each checkpoint window**
+  (``checkpoint_every`` samples, 256 by default) by
+  ``numpy.random.default_rng([seed, window_start])`` for draw 0 and
+  ``default_rng([seed, window_start, d])`` for draw d > 0. Each sample is paired with
+  another sample's reward, so any feature-reward link is broken and the result is a valid
+  null; only the between-window part of the covariance survives, about ``1 / window`` of the
+  real r. One draw is not a control (it can look like an effect, or hide one): several give
+  the spread. The window's pooled activations are buffered until its end
+  (``window × d_sae × 4`` bytes per layer), which is also where checkpoints fall, so a
+  resumed run permutes exactly like an uninterrupted one.
 - ``pos`` / ``neg``: accumulators fed only the rewarded / unrewarded samples: exact
   per-class means, centred second moments and activity counts (Fisher scores).
 - ``resid``: an accumulator of width ``d_model`` fed, per sample, the residual stream
@@ -19,8 +22,9 @@ a :class:`ControlState`:
   generation pass with an identity pseudo-SAE ``W_enc = [I, −I]``, ReLU, mean pooling:
   ``pooled relu(x) − pooled relu(−x) = mean_t x_t`` exactly (each product is with 1 or 0).
 
-Memory per layer: four accumulators (``3·6·8·d_sae + 6·8·d_model`` bytes) plus the window
-buffer. The selections built from this state live in :mod:`corrsteer.method.baselines`.
+Memory per layer: ``draws + 2`` accumulators of width d_sae and one of width d_model (each
+``6·8`` bytes per feature) plus the window buffer. The selections built from this state live in
+:mod:`corrsteer.method.baselines`.
 
 The experiment that compares them all is :func:`corrsteer.studies.controls.run_controls`.
 """
@@ -41,7 +45,7 @@ from corrsteer.sae import SAE
 
 log = logging.getLogger(__name__)
 
-KINDS = ("shuffled", "pos", "neg", "resid")
+KINDS = ("pos", "neg", "resid")  # one accumulator per layer; "shuffled" has one per draw
 
 
 def identity_sae(d_model: int, layer: int, site: str = "resid_post") -> Any:
@@ -66,12 +70,16 @@ class ControlState:
         d_sae: layer -> the SAE's width.
         d_model: the model's residual width.
         seed: seed of the reward permutations.
+        draws: how many independent permutations (shuffled-reward controls) to keep.
     """
 
-    def __init__(self, d_sae: Mapping[int, int], d_model: int, seed: int = 0) -> None:
+    def __init__(self, d_sae: Mapping[int, int], d_model: int, seed: int = 0, draws: int = 1) -> None:
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+            raise ValueError(f"draws={draws!r} must be a positive integer")
         self.seed = int(seed)
         self.d_model = int(d_model)
-        self.shuffled = {l: CorrelationAccumulator(int(d)) for l, d in sorted(d_sae.items())}
+        self.shuffled: list[dict[int, Any]] = [{l: CorrelationAccumulator(int(d)) for l, d in sorted(d_sae.items())}
+                                               for _ in range(draws)]
         self.pos = {l: CorrelationAccumulator(int(d)) for l, d in sorted(d_sae.items())}
         self.neg = {l: CorrelationAccumulator(int(d)) for l, d in sorted(d_sae.items())}
         self.resid = {l: CorrelationAccumulator(self.d_model) for l in sorted(d_sae)}
@@ -80,7 +88,16 @@ class ControlState:
 
     @property
     def layers(self) -> list[int]:
-        return list(self.shuffled)
+        return list(self.pos)
+
+    @property
+    def draws(self) -> int:
+        """Number of shuffled-reward draws."""
+        return len(self.shuffled)
+
+    def _permutation(self, n: int, draw: int) -> np.ndarray:
+        key = [self.seed, self.offset] if draw == 0 else [self.seed, self.offset, draw]
+        return np.random.default_rng(key).permutation(n)
 
     def update(self, z: Mapping[int, np.ndarray], resid: Mapping[int, np.ndarray], y: np.ndarray) -> None:
         """Fold in one batch.
@@ -108,9 +125,10 @@ class ControlState:
         if not self._buffer:
             return
         y = np.concatenate([b[1] for b in self._buffer])
-        perm = np.random.default_rng([self.seed, self.offset]).permutation(len(y))
         for l in self.layers:
-            self.shuffled[l].update(np.concatenate([b[0][l] for b in self._buffer]), y[perm])
+            z = np.concatenate([b[0][l] for b in self._buffer])
+            for draw, accs in enumerate(self.shuffled):
+                accs[l].update(z, y[self._permutation(len(y), draw)])
         self.offset += len(y)
         self._buffer.clear()
 
@@ -128,6 +146,9 @@ class ControlState:
         for kind in KINDS:
             for l, acc in getattr(self, kind).items():
                 out[f"control_{kind}_{l}"] = np.frombuffer(acc.to_bytes(), np.uint8)
+        for draw, accs in enumerate(self.shuffled):  # draw 0 keeps the name it had before draws existed
+            for l, acc in accs.items():
+                out[f"control_shuffled{draw or ''}_{l}"] = np.frombuffer(acc.to_bytes(), np.uint8)
         return out
 
     @classmethod
@@ -138,14 +159,22 @@ class ControlState:
         meta = json.loads(bytes(arrays["control_meta"]).decode())
         self = cls({}, meta["d_model"], meta["seed"])
         self.offset = int(meta["offset"])
+        shuffled: dict[int, dict[int, Any]] = {}
         for name in sorted(arrays):
             parts = name.split("_")
-            if len(parts) == 3 and parts[0] == "control" and parts[1] in KINDS:
-                getattr(self, parts[1])[int(parts[2])] = CorrelationAccumulator.from_bytes(bytes(arrays[name]))
+            if len(parts) != 3 or parts[0] != "control":
+                continue
+            acc = CorrelationAccumulator.from_bytes(bytes(arrays[name]))
+            if parts[1] in KINDS:
+                getattr(self, parts[1])[int(parts[2])] = acc
+            elif parts[1].startswith("shuffled"):
+                shuffled.setdefault(int(parts[1][len("shuffled"):] or 0), {})[int(parts[2])] = acc
         for kind in KINDS:
             setattr(self, kind, dict(sorted(getattr(self, kind).items())))
-        if not (set(self.shuffled) == set(self.pos) == set(self.neg) == set(self.resid)):
-            raise CorrsteerError("the control state in the checkpoint lacks some layers; collect again")
+        self.shuffled = [dict(sorted(shuffled[d].items())) for d in sorted(shuffled)]
+        if sorted(shuffled) != list(range(len(shuffled))) or not self.shuffled or \
+                not all(set(accs) == set(self.pos) == set(self.neg) == set(self.resid) for accs in self.shuffled):
+            raise CorrsteerError("the control state in the checkpoint lacks some draws or layers; collect again")
         return self
 
     def to_bytes(self) -> bytes:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from corrsteer.config import POSITIONS, check_choice
 from corrsteer.hooks import steer
 from corrsteer.method.generation import generate
-from corrsteer.method.statistics import compare
+from corrsteer.method.statistics import compare, format_p
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,13 @@ class Evaluation:
     steered: list[dict[str, Any]]  # steered records (condition "steered"), same samples, same order
     comparison: dict[str, Any]  # compare(): scores, delta, ci95, mcnemar_p, ser, pos, neg, per_category
     metrics: dict[str, Any]  # the task's extra metrics per condition (BBQ bias scores), or {}
+
+    def __str__(self) -> str:
+        c = self.comparison
+        lo, hi = c["ci95"]
+        return (f"unsteered {100 * c['baseline']['score']:.1f}% -> steered {100 * c['steered']['score']:.1f}% "
+                f"(n={c['baseline']['n']}): {100 * c['delta']:+.1f} pp, 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}], "
+                f"McNemar p={format_p(c['mcnemar_p'])}, {c['pos']} up / {c['neg']} down")
 
 
 def evaluate(model: Any, tokenizer: Any, task: Any, selection: Any, samples: Sequence[Any], *,

@@ -52,7 +52,8 @@ class Feature:
     sign: int  # +1: positively correlated (added); -1: negatively correlated (subtracted)
     r: float  # point-biserial correlation of the pooled activation with the reward
     coefficient: float  # signed multiplier of W_dec[index] before the selection's scale: c or −|c|
-    mean_pos: float  # c = mean pooled activation over positive samples (the accumulator's coefficient)
+    mean_pos: float  # mean pooled activation over rewarded samples (the accumulator's coefficient)
+    mean_neg: float | None = None  # mean pooled activation over unrewarded samples, when it was read
 
 
 @dataclass
@@ -125,6 +126,21 @@ class Selection:
             sites[layer] = str(getattr(saes[layer], "site", None) or "resid_post")
         return cls(mode=mode, features=list(features), directions=directions, coefficients=coefficients,
                    sites=sites, **fields)
+
+    def describe(self) -> str:
+        """What the selection steers, in one line: ``L3 +#12 (c=+1.9); L6 −#40 (c=−2.2)``, or its vectors' layers."""
+        if self.features:
+            return "; ".join(f"L{f.layer} {'+' if f.sign > 0 else '−'}#{f.index} (r={f.r:+.2f}, c={_signed(f.coefficient)})"
+                             for f in self.features)
+        if self.layers:
+            norms = self.meta.get("norms", {})
+            return "; ".join(f"L{l} vector (norm {norms.get(str(l), {}).get('steered', float('nan')):.3g})"
+                             for l in self.layers)
+        return f"nothing ({self.note or 'no feature selected'})"
+
+    def __str__(self) -> str:
+        scale = "" if self.scale == 1.0 else f", scale {self.scale:g}"
+        return f"{self.method} selection ({self.mode}{scale}): {self.describe()}"
 
     @property
     def layers(self) -> list[int]:
@@ -258,13 +274,31 @@ class Selection:
             raise ValueError(f"{str(d)!r} does not hold a valid selection: {exc}") from exc
 
 
+def _signed(x: float) -> str:
+    return "0" if abs(x) < 5e-4 else f"{x:+.3g}"  # never "-0": a zero coefficient steers nothing
+
+
 def _feature(d: dict[str, Any]) -> Feature:
     return Feature(layer=int(d["layer"]), index=int(d["index"]), sign=int(d["sign"]), r=float(d["r"]),
-                   coefficient=float(d["coefficient"]), mean_pos=float(d["mean_pos"]))
+                   coefficient=float(d["coefficient"]), mean_pos=float(d["mean_pos"]),
+                   mean_neg=None if d.get("mean_neg") is None else float(d["mean_neg"]))
 
 
-def feature_from_top(row: Any, layer: int, sign: int) -> Feature:
-    """A :class:`Feature` from one row of ``CorrelationAccumulator.top`` (index, r, coefficient = mean_pos)."""
+def feature_from_top(row: Any, layer: int, sign: int, mean_neg: float | None = None,
+                     negative_coefficient: str = "mean_pos") -> Feature:
+    """A :class:`Feature` from one row of ``CorrelationAccumulator.top`` (index, r, coefficient = mean_pos).
+
+    A positive feature is added with ``c = mean_pos``; a negative one is subtracted with ``−|mean_pos|``
+    (the paper's rule, METHOD.md §5) or, with ``negative_coefficient="mean_neg"``, ``−|mean_neg|``.
+    """
     c = float(row["coefficient"])
-    return Feature(layer=int(layer), index=int(row["index"]), sign=int(sign), r=float(row["r"]),
-                   coefficient=c if sign > 0 else -abs(c), mean_pos=c)
+    if sign > 0:
+        coef = c
+    elif negative_coefficient == "mean_neg":
+        if mean_neg is None:
+            raise ValueError("negative_coefficient='mean_neg' needs the feature's mean over unrewarded samples")
+        coef = -abs(float(mean_neg))
+    else:
+        coef = -abs(c)
+    return Feature(layer=int(layer), index=int(row["index"]), sign=int(sign), r=float(row["r"]), coefficient=coef,
+                   mean_pos=c, mean_neg=None if mean_neg is None else float(mean_neg))

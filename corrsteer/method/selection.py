@@ -34,16 +34,28 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from corrsteer.config import MODES, check_choice
+import numpy as np
+
+from corrsteer.config import MODES, NEGATIVE_COEFFICIENTS, check_choice
 from corrsteer.method.features import Candidate, Feature, Interventions, Selection, Validator, feature_from_top
 from corrsteer.sae import as_saes
 
 log = logging.getLogger(__name__)
 
-__all__ = ["select", "top_features", "usable"]
+__all__ = ["mean_neg", "select", "top_features", "usable"]
 
 
-def top_features(acc: Any, sign: int, k: int, layer: int) -> tuple[Feature, ...]:
+def mean_neg(acc: Any) -> np.ndarray:
+    """(d_sae,) mean pooled activation over the unrewarded samples: ``(n·mean − n_pos·mean_pos) / (n − n_pos)``."""
+    m = acc.moments()
+    n, n_pos = m["n"], m["n_pos"]
+    if n_pos >= n:
+        return np.zeros(acc.d_sae)
+    return (n * m["mean"] - n_pos * m["mean_pos"]) / (n - n_pos)
+
+
+def top_features(acc: Any, sign: int, k: int, layer: int,
+                 negative_coefficient: str = "mean_pos") -> tuple[Feature, ...]:
     """The k features of one sign with the largest |r| (ties: lower index), ranked by the C core.
 
     Args:
@@ -51,12 +63,15 @@ def top_features(acc: Any, sign: int, k: int, layer: int) -> tuple[Feature, ...]
         sign: +1 for r > 0 (largest first), -1 for r < 0 (smallest first).
         k: how many at most (clipped to d_sae).
         layer: the layer recorded in each ``Feature``.
+        negative_coefficient: ``"mean_pos"`` (the paper's ``−|c|``) or ``"mean_neg"`` for negative features.
 
     Returns:
         Up to k ``Feature``s; empty when no feature has that sign.
     """
     rows = acc.top(min(int(k), acc.d_sae), "positive" if sign > 0 else "negative")
-    return tuple(feature_from_top(row, layer, sign) for row in rows)
+    neg = mean_neg(acc) if sign < 0 and len(rows) else None
+    return tuple(feature_from_top(row, layer, sign, None if neg is None else neg[int(row["index"])],
+                                  negative_coefficient) for row in rows)
 
 
 def _check_inputs(accumulators: Mapping[int, Any], saes: Mapping[int, Any], mode: str,
@@ -110,7 +125,8 @@ def usable(acc: Any, layer: int) -> bool:
 
 
 def select(accumulators: Mapping[int, Any], saes: Mapping[int, Any], mode: str,
-           validate: Validator | None = None, top_k: int = 1, scale: float = 1.0) -> Selection:
+           validate: Validator | None = None, top_k: int = 1, scale: float = 1.0,
+           negative_coefficient: str = "mean_pos") -> Selection:
     """Choose the features to steer from per-layer correlations (METHOD.md §5).
 
     Args:
@@ -122,6 +138,9 @@ def select(accumulators: Mapping[int, Any], saes: Mapping[int, Any], mode: str,
             by ``global`` and ``pruned``; ``[]`` means unsteered.
         top_k: features per candidate (the k best of one sign in one layer).
         scale: the selection's factor on every coefficient (applied when it steers).
+        negative_coefficient: ``"mean_pos"`` (METHOD.md §5: a negative feature is subtracted with
+            ``−|mean over rewarded samples|``, near zero by construction) or ``"mean_neg"``
+            (``−|mean over unrewarded samples|``, where the feature fires).
 
     Returns:
         A ``Selection``; ``features == []`` when nothing is steered (``note`` says why).
@@ -132,6 +151,7 @@ def select(accumulators: Mapping[int, Any], saes: Mapping[int, Any], mode: str,
     accumulators = getattr(accumulators, "accumulators", accumulators)
     saes = as_saes(saes)  # SAELens SAEs too
     _check_inputs(accumulators, saes, mode, validate, top_k, scale)
+    check_choice("negative_coefficient", negative_coefficient, NEGATIVE_COEFFICIENTS)
     layers = sorted(accumulators)
     pos: dict[int, Candidate] = {}
     neg: dict[int, Candidate] = {}
@@ -140,7 +160,8 @@ def select(accumulators: Mapping[int, Any], saes: Mapping[int, Any], mode: str,
         acc = accumulators[layer]
         if not usable(acc, layer):
             continue
-        p, q = top_features(acc, +1, top_k, layer), top_features(acc, -1, top_k, layer)
+        p = top_features(acc, +1, top_k, layer)
+        q = top_features(acc, -1, top_k, layer, negative_coefficient)
         if p:
             pos[layer] = Candidate(layer, +1, p)
         if q:
@@ -176,7 +197,8 @@ def select(accumulators: Mapping[int, Any], saes: Mapping[int, Any], mode: str,
     for c in chosen:
         c.kept = True
     return Selection.from_features([f for c in chosen for f in c.features], saes, mode, candidates=candidates,
-                                   baseline_score=baseline, top_k=top_k, scale=float(scale), note=note)
+                                   baseline_score=baseline, top_k=top_k, scale=float(scale), note=note,
+                                   meta={"negative_coefficient": negative_coefficient})
 
 
 def _validate_all(candidates: list[Candidate], saes: Mapping[int, Any], validate: Any, scale: float) -> float:

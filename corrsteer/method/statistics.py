@@ -38,12 +38,15 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "format_p",
     "compare",
     "paired_bootstrap_ci",
     "score_ci",
     "mcnemar_exact",
     "side_effect_ratio",
     "wilson_interval",
+    "compare_draws",
+    "paired_difference",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,7 +115,7 @@ def _bootstrap_means(d: np.ndarray, n_boot: int, rng: np.random.Generator) -> np
     for start in range(0, n_boot, rows):
         stop = min(n_boot, start + rows)
         idx = rng.integers(0, n, size=(stop - start, n), dtype=np.int64 if n > 2**31 - 1 else np.int32)
-        out[start:stop] = d[idx].sum(axis=1, dtype=np.int64) / n
+        out[start:stop] = d[idx].sum(axis=1, dtype=np.int64 if d.dtype.kind in "iub" else np.float64) / n
     return out
 
 
@@ -313,3 +316,77 @@ def compare(baseline: Sequence[int], steered: Sequence[int],
     log.debug("compare: n=%d delta=%+.4f pos=%d neg=%d categories=%d",
               b.shape[0], out["delta"], out["pos"], out["neg"], len(out["per_category"]))
     return out
+
+
+def compare_draws(baseline: Sequence[int], draws: Sequence[Sequence[int]], n_boot: int = 10000,
+                  seed: int = 0) -> dict:
+    """A control drawn several times (random features, shuffled rewards) against the unsteered baseline.
+
+    One draw is not a control: it can look like an effect, or hide one. Each draw is compared
+    with :func:`compare`; their mean is summarised on the same paired samples: the
+    per-sample difference ``d_i = mean_k steered_{k,i} − baseline_i`` is bootstrapped over
+    samples (95% percentile interval), and a sign-flip permutation test of ``mean(d) = 0``
+    gives ``p`` (McNemar needs 0/1 outcomes and does not apply to a mean over draws).
+
+    Args:
+        baseline: (n,) 0/1 rewards without steering.
+        draws: (n_draws, n) 0/1 rewards of each draw, the same samples in the same order.
+        n_boot: bootstrap resamples and sign flips.
+        seed: seed of both.
+
+    Returns:
+        ``{"n_draws", "draws": [compare() of each], "baseline", "steered" (mean score over draws),
+        "delta", "ci95", "p", "spread": [min, max] of the draws' deltas}``.
+    """
+    b = _as_rewards("baseline", baseline)
+    rows = [_as_rewards(f"draws[{k}]", d) for k, d in enumerate(draws)]
+    if not rows:
+        raise ValueError("draws is empty: give the rewards of at least one draw")
+    for row in rows:
+        _check_same_length(b, row)
+    summary = paired_difference(np.mean(rows, axis=0), b, n_boot=n_boot, seed=seed)
+    per_draw = [compare(b, row, n_boot=n_boot, seed=seed) for row in rows]
+    deltas = [d["delta"] for d in per_draw]
+    return {"n_draws": len(rows), "draws": per_draw, "baseline": per_draw[0]["baseline"],
+            "steered": {"score": float(np.mean([d["steered"]["score"] for d in per_draw])), "n": int(b.shape[0])},
+            "delta": summary["delta"], "ci95": summary["ci95"], "p": summary["p"],
+            "spread": [float(min(deltas)), float(max(deltas))]}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], n_boot: int = 10000, seed: int = 0) -> dict:
+    """``mean(a − b)`` over paired samples, a bootstrap 95% interval and a sign-flip permutation p.
+
+    ``a`` and ``b`` are per-sample scores in [0, 1] (0/1 rewards, or a mean over draws):
+    e.g. CorrSteer's rewards against the mean of the random-feature draws on the same prompts.
+    The p-value is two-sided, ``(1 + #{|mean(s·d)| >= |mean(d)|}) / (1 + n_boot)`` over random
+    signs ``s``, seeded.
+
+    Returns:
+        ``{"delta", "ci95": [lo, hi], "p", "n"}``.
+    """
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a64.ndim != 1 or a64.shape != b64.shape or a64.size == 0:
+        raise ValueError(f"a and b must be non-empty 1-D and of one length, got {a64.shape} and {b64.shape}")
+    if not (np.isfinite(a64).all() and np.isfinite(b64).all()):
+        raise ValueError("a and b must be finite scores")
+    d = a64 - b64
+    rng = np.random.default_rng(_check_seed(seed))
+    n_boot = _check_n_boot(n_boot)
+    ci = _percentile_interval(_bootstrap_means(d, n_boot, rng))
+    observed, extreme = abs(d.mean()), 0
+    rows = max(1, _BOOT_CHUNK_ELEMS // d.size)
+    for start in range(0, n_boot, rows):
+        flips = rng.choice(np.array([-1.0, 1.0]), size=(min(rows, n_boot - start), d.size))  # (rows, n)
+        extreme += int((np.abs(flips @ d / d.size) >= observed - 1e-12).sum())
+    return {"delta": float(d.mean()), "ci95": ci, "p": (1 + extreme) / (1 + n_boot), "n": int(d.size)}
+
+
+def format_p(p: float) -> str:
+    """A p-value for tables: ``0.41``, ``0.041``, ``0.0041``, ``3.2e-05``."""
+    if p >= 0.995:
+        return "1"
+    if p >= 0.1:
+        return f"{p:.2f}"
+    if p >= 0.001:
+        return f"{p:.2g}"
+    return f"{p:.1e}"

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from corrsteer.method.statistics import wilson_interval
 
-__all__ = ["plot_layer_correlations", "plot_category_scores", "plot_selection", "plot_deltas",
+__all__ = ["plot_layer_correlations", "plot_category_scores", "plot_selection", "plot_deltas", "plot_scale_curve",
            "feature_entries", "sorted_layers"]
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def _opt_float(x: object) -> float | None:
 
 
 def plot_layer_correlations(correlations: Mapping[object, Mapping], path: str | os.PathLike) -> Path:
-    """Bars of the top positive and top negative r per layer, feature index on each bar.
+    """Points: the top positive and top negative r per layer, the feature index beside each point.
 
     Args:
         correlations: ``{layer: {"positive": [(index, r, coef), ...], "negative": [...]}}``.
@@ -125,10 +125,10 @@ def plot_layer_correlations(correlations: Mapping[object, Mapping], path: str | 
             if not feats:
                 continue
             idx, r, _ = pick(feats, key=lambda f: f[1])
-            ax.bar(x, r, width=0.6, color=color, label=f"top {sign} r")
+            ax.plot([x], [r], "o", color=color, markersize=6, label=f"top {sign} r")
             if annotate:
-                ax.annotate(f"#{idx}", (x, r), xytext=(0, 3 if r > 0 else -3), textcoords="offset points",
-                            ha="center", va="bottom" if r > 0 else "top", fontsize=7, rotation=90)
+                ax.annotate(f"#{idx}", (x, r), xytext=(6, 0), textcoords="offset points", ha="left", va="center",
+                            fontsize=7)
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles))  # one legend entry per sign
     if uniq:
@@ -139,7 +139,35 @@ def plot_layer_correlations(correlations: Mapping[object, Mapping], path: str | 
     _set_categories(ax, [f"L{layer}" for layer in layers])
     ax.set_xlabel("layer")
     ax.set_ylabel("point-biserial r")
-    ax.set_title("Top correlated SAE feature per layer (label: feature index)")
+    ax.set_title("Top correlated SAE feature per layer\n(label: feature index)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_scale_curve(curve: Sequence[Mapping], path: str | os.PathLike) -> Path:
+    """Points: the validation score and the share of degenerate continuations per steering scale.
+
+    Args:
+        curve: ``[{"scale", "score", "degenerate", "allowed", "chosen"}]`` from
+            :func:`corrsteer.method.calibration.calibrate_scale` (scale 0 = unsteered first).
+        path: PNG to write.
+    """
+    if not curve:
+        raise ValueError("curve is empty: nothing to plot")
+    fig = Figure(figsize=(6.5, 4.2))
+    FigureCanvasAgg(fig)
+    score_ax, fluent_ax = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
+    labels = [("unsteered" if p["scale"] == 0 else f"{p['scale']:g}") for p in curve]
+    xs = range(len(curve))
+    for ax, key, ylabel in ((score_ax, "score", "validation score %"), (fluent_ax, "degenerate", "degenerate %")):
+        for x, p in zip(xs, curve):
+            color = _STEER_COLOR if p.get("chosen") else (_GREY if not p.get("allowed", True) else _BASE_COLOR)
+            ax.plot([x], [100 * p[key]], "o", color=color, markersize=7 if p.get("chosen") else 5)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(labels, fontsize=8)
+    fluent_ax.set_xlabel("scale (orange: chosen; grey: over the fluency guard)", fontsize=8)
+    score_ax.set_title("--scale auto on the validation split", fontsize=10)
     return _save(fig, path)
 
 

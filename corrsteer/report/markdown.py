@@ -30,7 +30,7 @@ __all__ = ["write_report", "write_comparison_report"]
 
 log = logging.getLogger(__name__)
 
-_STATS_NOTE = (
+STATS_NOTE = (
     "Statistics: scores are mean 0/1 rewards on the same test samples with and without "
     "steering (paired). Δ = steered − baseline in percentage points; its 95% interval is "
     "a paired percentile bootstrap (sample indices resampled with replacement, seeded). "
@@ -136,9 +136,19 @@ def _section_selection(selection: object, fig_dir: Path) -> list[str]:
     if base is not None:
         out.append(f"Unsteered validation score: {100 * float(base):.1f}%. A candidate is kept by "
                    "`pruned` only if it is the better of its layer and *strictly* above this.\n")
-    extra = {k: v for k, v in selection.items() if k not in ("candidates", "baseline_val_score")}
+    extra = {k: v for k, v in selection.items() if k not in ("candidates", "baseline_val_score", "scale_curve")}
     if extra:
         out.append(_table(["", "value"], sorted(_flatten(extra).items())))
+    curve = selection.get("scale_curve")
+    if curve:
+        chosen = next((p["scale"] for p in curve if p.get("chosen")), None)
+        out.append(f"\nScale chosen on the validation split: {chosen} (best score among the scales whose degenerate "
+                   "continuations stay within the fluency guard; the test split was evaluated once, at it).\n")
+        out.append(_table(["scale", "validation score", "degenerate", "within guard"],
+                          [[p["scale"] or "unsteered", f"{100 * p['score']:.1f}%", f"{100 * p['degenerate']:.1f}%",
+                            p.get("allowed")] for p in curve]))
+        figures.plot_scale_curve(curve, fig_dir / "scale_curve.png")
+        out.append("\n![Validation score per scale](figures/scale_curve.png)\n")
     if cands:
         rows = []
         for c in cands:
@@ -168,8 +178,29 @@ def _section_correlations(correlations: object, fig_dir: Path) -> list[str]:
     figures.plot_layer_correlations(correlations, fig_dir / "layer_correlations.png")
     return ["## Correlations per layer\n",
             "![Top correlated feature per layer](figures/layer_correlations.png)\n",
-            _table(["layer", "top + index", "r", "coefficient", "top − index", "r", "coefficient"],
-                   rows)]
+            "Here c is the accumulator's coefficient (the mean pooled activation over the rewarded "
+            "samples); a steered negative feature is subtracted with −|c| (Features steered).\n",
+            _table(["layer", "top + index", "r", "c", "top − index", "r", "c"], rows)]
+
+
+def _section_saes(saes: object) -> list[str]:
+    """Which SAE set the run used: source, settings hash, held-out metrics, training mix digests."""
+    if not isinstance(saes, Mapping) or not saes:
+        return []
+    rows, mixes = [], set()
+    for layer, d in saes.items():
+        m, t = d.get("metrics") or {}, d.get("texts") or {}
+        rows.append([layer, d.get("hook_name"), f"{d.get('architecture')} {d.get('d_sae')}"
+                     + (f" k={d['k']}" if d.get("k") else ""), m.get("explained_variance"), m.get("l0"),
+                     m.get("dead_fraction"), d.get("settings_hash") or d.get("source")])
+        if t:
+            mixes.add(f"{t.get('model_samples')} model samples (sha256 {str(t.get('model_samples_sha256'))[:12]}) "
+                      f"+ {t.get('dataset_rows')} rows of {t.get('datasets')} "
+                      f"(sha256 {str(t.get('dataset_rows_sha256'))[:12]})")
+    out = ["## SAEs\n", _table(["layer", "hook", "SAE", "EV (held out)", "L0", "dead", "settings hash / source"],
+                                rows)]
+    out += [f"\nTraining text: {mix}.\n" for mix in sorted(mixes)]
+    return out
 
 
 def _section_timings(timings: object) -> list[str]:
@@ -210,9 +241,11 @@ def write_report(out_dir: str | os.PathLike, results: Mapping,
     mode = str(results.get("mode") or "steered")
     md = [f"# corrsteer report{': ' + title if title else ''}\n",
           f"**Verdict:** {verdict(results)}.\n"]
+    if results.get("command"):
+        md.append(f"Made by `{results['command']}`.\n")
     md += _section_run(results)
     md += ["## Result on the test split\n", compare_table({mode: results})]
-    md.append(f"\n{_STATS_NOTE}\n")
+    md.append(f"\n{STATS_NOTE}\n")
     per_cat = results.get("per_category") or {}
     figures.plot_category_scores(results, fig_dir / "category_scores.png")
     if per_cat:
@@ -222,6 +255,7 @@ def write_report(out_dir: str | os.PathLike, results: Mapping,
     md += _section_features(results.get("features"), results.get("steered_layers"), results.get("method"))
     md += _section_selection(results.get("selection"), fig_dir)
     md += _section_correlations(correlations, fig_dir)
+    md += _section_saes(results.get("saes"))
     md += _section_timings(results.get("timings"))
     path = out_dir / "report.md"
     atomic.write_text(path, "\n".join(md))
@@ -251,7 +285,7 @@ def write_comparison_report(out_dir: str | os.PathLike, rows: Mapping[str, Mappi
         _check_comparison(f"rows[{name!r}]", r)
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
-    md = [f"# {title}\n", compare_table(rows), f"\n{_STATS_NOTE}\n", "## Verdicts\n"]
+    md = [f"# {title}\n", compare_table(rows), f"\n{STATS_NOTE}\n", "## Verdicts\n"]
     for name, r in rows.items():
         feats, layers = r.get("features"), r.get("steered_layers") or []
         if feats is None:

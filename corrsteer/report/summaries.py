@@ -38,8 +38,12 @@ def selection_summary(sel: Any) -> dict[str, Any]:
               "sign": "+" if c.sign > 0 else "-", "r": c.features[0].r, "coefficient": c.features[0].coefficient,
               "val_score": c.score, "val_n": n_val if c.score is not None else None, "kept": c.kept}
              for c in sel.candidates]
-    return {"mode": sel.mode, "method": sel.method, "top_k": sel.top_k, "scale": sel.scale, "note": sel.note,
-            "baseline_val_score": sel.baseline_score, "candidates": cands}
+    out = {"mode": sel.mode, "method": sel.method, "top_k": sel.top_k, "scale": sel.scale, "note": sel.note,
+           "baseline_val_score": sel.baseline_score, "candidates": cands}
+    for key in ("negative_coefficient", "scale_curve"):
+        if key in sel.meta:
+            out[key] = sel.meta[key]
+    return out
 
 
 def features_summary(sel: Any) -> list[dict[str, Any]]:

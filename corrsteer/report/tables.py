@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from corrsteer.method.statistics import format_p
+
 __all__ = ["compare_table", "format_p", "verdict"]
 
 
@@ -54,17 +56,6 @@ def verdict(result: Mapping, alpha: float = 0.05) -> str:
     side = "excludes" if excludes else "includes"
     return (f"weak evidence only: Δ = {pp}; the {ci_txt} {side} 0 but {p_txt} "
             f"is {'below' if p < alpha else 'not below'} {alpha:g}")
-
-
-def format_p(p: float) -> str:
-    """A p-value for tables: ``0.41``, ``0.041``, ``0.0041``, ``3.2e-05``."""
-    if p >= 0.995:
-        return "1"
-    if p >= 0.1:
-        return f"{p:.2f}"
-    if p >= 0.001:
-        return f"{p:.2g}"
-    return f"{p:.1e}"
 
 
 def _fmt_score(x: float | None) -> str:

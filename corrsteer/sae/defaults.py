@@ -16,18 +16,30 @@ Default text mix (``default_texts``), documented here because it defines the SAE
 
 - ``n_samples`` texts sampled from the model itself, each from BOS alone
   (``sample_texts``, seed ``seed``, temperature 1, ``sample_tokens`` new tokens);
-- when the shared datasets exist (``$CORRSTEER_DATA``, else ``../shared/datasets``
-  beside the repository root): ``n_per_dataset`` rows, drawn with seed ``seed``, from each
-  of MMLU test (question and its four choices), BBQ (context and question), SST-2 train
-  (sentence) and GSM8K train (question).
+- ``n_per_dataset`` rows, drawn with seed ``seed``, from each of MMLU test (question and
+  its four choices), BBQ (context and question), SST-2 train (sentence) and GSM8K train
+  (question), read from the shared datasets (``data_dir``, ``$CORRSTEER_DATA`` or
+  ``../shared/datasets``: :mod:`corrsteer.storage.datasets`).
 
 The texts are shuffled together with seed ``seed`` before harvesting.
+
+The mix never changes silently with the environment. Every dataset is required: when one
+is missing, :func:`default_texts` stops with a message naming it, instead of training
+another set from what happens to be found (a mix without the datasets gave SAEs with
+53–75% dead latents). Each file is checked against the datasets' ``SHA256SUMS``, and for
+the default settings the digest of the drawn rows must be :data:`DATASET_ROWS_SHA256`. A
+default SAE must also pass :data:`QUALITY` (explained variance, dead latents) on its
+held-out tokens, whether just trained or read from the cache; one that does not is an
+error, not a warning. The model samples depend on the CPU's float kernels (sampling at
+temperature 1 turns a last-bit difference into another token), so their digest is
+recorded in each SAE's ``meta["texts"]`` for comparing machines.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import os
@@ -38,11 +50,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from corrsteer.models import find_layers, model_id
+from corrsteer.errors import CorrsteerError
+from corrsteer.models import d_model, find_layers, model_id
 from corrsteer.models.embedded import cache_dir as user_cache
 from corrsteer.sae.harvest import harvest, sample_texts
 from corrsteer.sae.model import SAE
-from corrsteer.sae.train import train_sae, warn_if_degenerate
+from corrsteer.sae.train import train_sae
+from corrsteer.storage.datasets import ENV_VAR, candidate_roots, verify
 
 logger = logging.getLogger(__name__)
 
@@ -70,82 +84,154 @@ class DefaultSettings:
     max_length: int = 128       # tokens per text when harvesting
 
 
-def data_dir() -> Path | None:
-    """The shared datasets folder: ``$CORRSTEER_DATA``, else ``<repo>/../shared/datasets``."""
-    env = os.environ.get("CORRSTEER_DATA")
-    cands = [Path(env)] if env else []
-    cands.append(Path(__file__).resolve().parents[2].parent / "shared" / "datasets")
-    return next((p for p in cands if p.is_dir()), None)
+# The datasets of the mix: (folder, file pattern) under the datasets root.
+MIX_SOURCES = {"mmlu": "test/*.csv", "bbq": "*.jsonl", "sst2": "train.tsv", "gsm8k": "train.jsonl"}
+# The named sets `--sae NAME` trains once and caches. "default": small and quick (about 3.5 min for four layers
+# of Gemma 3 270M on 2 idle cores). "default-16k": 8x the latents on 25x the tokens, for when the default's
+# dictionary is too coarse; trained in under an hour on 2 cores, never in CI.
+SETS = {"default": DefaultSettings(),
+        "default-16k": DefaultSettings(d_sae=16384, n_tokens=1_000_000, epochs=1.0, batch_size=1024, lr=5e-4,
+                                       n_samples=1024, sample_tokens=64, n_per_dataset=12_000)}
+HARVEST_BUDGET = 6 * 2**30  # bytes of float32 activations held at once; more layers than that: several passes
+# sha256 of "\n".join(dataset rows) for the n_per_dataset and seed of each named set, on the datasets
+# of ../shared/datasets (its SHA256SUMS): the sets are defined on exactly these rows.
+DATASET_ROWS_SHA256 = {(400, 0): "1d83f92959c0faa1846c83b293fb1aaf67254c4c78f8169e9cd0e24945a85209",
+                       (12_000, 0): "918a8894c76cad4b59c244448f4c75198e95c07abf019b3ec0ea5d5832110855"}
+# A default SAE below this on its held-out tokens is refused (the degenerate sets trained without the
+# datasets reached EV 0.45-0.54 and 43-75% dead latents; the real ones 0.77-0.94 and 0-16%).
+QUALITY = {"min_explained_variance": 0.6, "max_dead_fraction": 0.3}
 
 
-def dataset_texts(root: Path, n_per_dataset: int, seed: int = 0) -> list[str]:
-    """Up to ``n_per_dataset`` texts from each of MMLU, BBQ, SST-2 and GSM8K under ``root``."""
+def data_dir(root: str | os.PathLike | None = None) -> Path:
+    """The datasets root that holds every dataset of the mix (:data:`MIX_SOURCES`).
+
+    Args:
+        root: a datasets root to try first (e.g. ``--data-dir``); the default search order
+            (:func:`corrsteer.storage.datasets.candidate_roots`) follows.
+
+    Raises:
+        FileNotFoundError: no root holds them all; the message names what is missing where,
+            and why it matters.
+    """
+    tried = []
+    for cand in ([Path(root).expanduser()] if root is not None else []) + candidate_roots():
+        missing = [name for name, pattern in MIX_SOURCES.items() if not any((cand / name).glob(pattern))]
+        if not missing:
+            return cand
+        tried.append(f"{cand} (missing: {', '.join(missing)})")
+    raise FileNotFoundError(
+        "the default SAEs are trained on model samples plus MMLU, BBQ, SST-2 and GSM8K text, and those datasets "
+        "were not found:\n  " + "\n  ".join(tried) + f"\nSet ${ENV_VAR} (or pass --data-dir) to the datasets "
+        "root. Training without them would give another, worse SAE set (53-75% dead latents in one such run) "
+        "and other features from the same command; to train on other text on purpose, use `corrsteer "
+        "train-sae --texts FILE --out DIR` and pass --sae DIR/layer_<L>,...")
+
+
+def dataset_texts(root: Path, n_per_dataset: int, seed: int = 0) -> tuple[list[str], dict[str, str]]:
+    """``n_per_dataset`` texts from each of MMLU, BBQ, SST-2 and GSM8K under ``root``, seeded.
+
+    Returns:
+        ``(texts, files)``: the rows in mix order, and ``{relative file: sha256}`` of every file read
+        (each checked against the datasets' ``SHA256SUMS`` where there is one).
+    """
     rng = random.Random(seed)
     out: list[str] = []
+    files: dict[str, str] = {}
+
+    def read(path: Path) -> str:
+        verify(path)
+        data = path.read_bytes()
+        files[path.relative_to(root).as_posix()] = hashlib.sha256(data).hexdigest()
+        return data.decode("utf-8")
 
     def pick(rows: list[str]) -> None:
         rows = [r for r in rows if r.strip()]
         out.extend(rng.sample(rows, min(n_per_dataset, len(rows))))
 
-    mmlu = sorted((root / "mmlu" / "test").glob("*.csv"))
-    if mmlu:
-        rows = []
-        for f in mmlu:
-            with f.open(encoding="utf-8", newline="") as fh:
-                for r in csv.DictReader(fh):
-                    rows.append(" ".join([r["question"]] + [r[f"choice{i}"] for i in range(4)]))
-        pick(rows)
-    bbq = sorted((root / "bbq").glob("*.jsonl"))
-    if bbq:
-        rows = []
-        for f in bbq:
-            for line in f.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    r = json.loads(line)
-                    rows.append(f"{r['context']} {r['question']}")
-        pick(rows)
-    sst = root / "sst2" / "train.tsv"
-    if sst.is_file():
-        pick([line.split("\t", 1)[1] for line in sst.read_text(encoding="utf-8").splitlines()
-              if "\t" in line])
-    gsm = root / "gsm8k" / "train.jsonl"
-    if gsm.is_file():
-        pick([json.loads(line)["question"] for line in gsm.read_text(encoding="utf-8").splitlines()
-              if line.strip()])
-    return out
+    rows = []
+    for f in sorted((root / "mmlu").glob(MIX_SOURCES["mmlu"])):
+        rows += [" ".join([r["question"]] + [r[f"choice{i}"] for i in range(4)])
+                 for r in csv.DictReader(io.StringIO(read(f), newline=""))]
+    pick(rows)
+    rows = []
+    for f in sorted((root / "bbq").glob(MIX_SOURCES["bbq"])):
+        rows += [f"{r['context']} {r['question']}" for r in (json.loads(line) for line in read(f).splitlines()
+                                                              if line.strip())]
+    pick(rows)
+    pick([line.split("\t", 1)[1] for line in read(root / "sst2" / "train.tsv").splitlines() if "\t" in line])
+    pick([json.loads(line)["question"] for line in read(root / "gsm8k" / "train.jsonl").splitlines()
+          if line.strip()])
+    return out, files
 
 
-def default_texts(model: Any, tokenizer: Any, settings: DefaultSettings,
-                  progress: bool = True) -> tuple[list[str], dict[str, Any]]:
-    """The default text mix (module docstring) and a description of it for the cache key."""
-    texts = sample_texts(model, tokenizer, settings.n_samples, max_new_tokens=settings.sample_tokens,
-                         seed=settings.seed, progress=progress) if settings.n_samples else []
-    n_model = len(texts)
-    root = data_dir()
-    if root is not None and settings.n_per_dataset:
-        texts += dataset_texts(root, settings.n_per_dataset, settings.seed)
+def _digest(texts: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()
+
+
+def default_texts(model: Any, tokenizer: Any, settings: DefaultSettings, progress: bool = True,
+                  data_root: str | os.PathLike | None = None) -> tuple[list[str], dict[str, Any]]:
+    """The default text mix (module docstring) and a description of it (counts, files, digests).
+
+    Raises:
+        FileNotFoundError: a dataset of the mix is missing (:func:`data_dir`).
+        CorrsteerError: a dataset file or the drawn rows differ from the ones the default
+            SAEs are defined on.
+    """
+    rows: list[str] = []
+    desc: dict[str, Any] = {"datasets": None}
+    if settings.n_per_dataset:  # checked before any sampling: a missing dataset stops at once
+        root = data_dir(data_root)
+        rows, files = dataset_texts(root, settings.n_per_dataset, settings.seed)
+        expected = DATASET_ROWS_SHA256.get((settings.n_per_dataset, settings.seed))
+        if expected is not None and _digest(rows) != expected:
+            raise CorrsteerError(f"the dataset rows drawn from {root} (sha256 {_digest(rows)[:12]}...) are not the "
+                                 f"ones the default SAEs are defined on ({expected[:12]}...): a dataset file there "
+                                 "differs from the shared datasets' version (see its SHA256SUMS); point "
+                                 f"${ENV_VAR} at the original files")
+        desc = {"datasets": ",".join(MIX_SOURCES), "dataset_rows": len(rows), "dataset_rows_sha256": _digest(rows),
+                "dataset_files": files}
+    samples = sample_texts(model, tokenizer, settings.n_samples, max_new_tokens=settings.sample_tokens,
+                           seed=settings.seed, progress=progress) if settings.n_samples else []
+    texts = samples + rows
     random.Random(settings.seed).shuffle(texts)
-    desc = {"model_samples": n_model, "datasets": "mmlu,bbq,sst2,gsm8k" if root else None,
-            "n_texts": len(texts)}
-    logger.info("default SAE texts: %d model samples + %d dataset rows (%s)", n_model,
-                len(texts) - n_model, root)
+    desc.update(model_samples=len(samples), model_samples_sha256=_digest(samples), n_texts=len(texts))
+    logger.info("default SAE texts: %d model samples (sha256 %s...) + %d dataset rows", len(samples),
+                desc["model_samples_sha256"][:12], len(rows))
     return texts, desc
 
 
-def cache_root(model: Any, settings: DefaultSettings, cache_dir: str | os.PathLike | None = None,
-               data_available: bool | None = None) -> Path:
-    """``<cache>/saes/<model id>/<settings hash>`` for this model and these settings."""
+def check_quality(sae: Any, where: str, quality: dict[str, float] | None = QUALITY) -> None:
+    """Raise unless a default SAE's held-out metrics pass ``quality`` (:data:`QUALITY`; None: no bar)."""
+    if quality is None:
+        return
+    m = sae.meta.get("metrics") or {}
+    ev, dead = m.get("explained_variance"), m.get("dead_fraction")
+    if ev is None or dead is None:
+        raise CorrsteerError(f"{where} has no held-out metrics; delete it and let corrsteer train it again")
+    if ev < quality["min_explained_variance"] or dead > quality["max_dead_fraction"]:
+        raise CorrsteerError(f"{where} fails the default SAEs' quality bar: explained variance {ev:.3f} (needs >= "
+                             f"{quality['min_explained_variance']}), dead latents {dead:.1%} (needs <= "
+                             f"{quality['max_dead_fraction']:.0%}). Its training text was probably not the default "
+                             "mix; delete the folder and train again with the datasets found")
+
+
+def cache_root(model: Any, settings: DefaultSettings, cache_dir: str | os.PathLike | None = None) -> Path:
+    """``<cache>/saes/<model id>/<settings hash>`` for this model and these settings.
+
+    The key has held ``datasets=True`` since the mix's datasets became required, so caches
+    written before keep their place.
+    """
     base = Path(cache_dir) if cache_dir is not None else user_cache()
     mid = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id(model))
-    key = dict(asdict(settings), trainer=TRAINER_VERSION,
-               datasets=data_dir() is not None if data_available is None else data_available)
+    key = dict(asdict(settings), trainer=TRAINER_VERSION, datasets=bool(settings.n_per_dataset))
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return base / "saes" / mid / digest
 
 
 def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None = None, *,
                        cache: bool = True, cache_dir: str | os.PathLike | None = None,
-                       settings: DefaultSettings | None = None, progress: bool = True,
+                       settings: DefaultSettings | None = None, progress: bool = True, train: bool = True,
+                       data_root: str | os.PathLike | None = None, quality: dict[str, float] | None = QUALITY,
                        **overrides: Any) -> dict[int, Any]:
     """Train (or load from the cache) the default SAE of each layer.
 
@@ -156,6 +242,10 @@ def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None 
         cache_dir: the cache base instead of ``$CORRSTEER_CACHE``.
         settings: ``DefaultSettings``; ``**overrides`` replace single fields.
         progress: tqdm bars for sampling, harvesting and training.
+        train: train the layers missing from the cache (a warning says so first); False raises
+            ``ValueError`` naming them instead.
+        data_root: the datasets root to try first for the text mix (:func:`data_dir`).
+        quality: the bar every SAE must pass (:data:`QUALITY`); None skips it (tests, experiments).
 
     Returns:
         ``{layer: SAE}``; each SAE has ``hook_name = "blocks.{L}.hook_resid_post"``,
@@ -176,23 +266,61 @@ def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None 
             if (d / "cfg.json").is_file():
                 out[l] = SAE.load(d)
                 logger.info("default SAE layer %d: cache hit %s", l, d)
-                if warn_if_degenerate((out[l].meta or {}).get("metrics") or {}, f"the cached default SAE {d}"):
-                    logger.warning("delete %s to retrain it with the current harvest", d)
+                check_quality(out[l], f"the cached default SAE {d}", quality)
     todo = [l for l in layers if l not in out]
     if not todo:
         return out
-    texts, desc = default_texts(model, tokenizer, settings, progress)
-    acts = harvest(model, tokenizer, texts, todo, settings.n_tokens, max_length=settings.max_length,
-                   progress=progress)
+    where = f"in {root}" if root is not None else "(cache=False)"
+    if not train:
+        raise ValueError(f"no cached default SAE for layers {todo} of {model_id(model)} {where}; train them once "
+                         f"with `corrsteer train-sae --layers {','.join(map(str, todo))}`, or drop --no-train")
+    logger.warning("no cached default SAE for layers %s of %s %s: sampling %d texts, harvesting %d tokens per layer "
+                   "and training %d SAE(s) now; this usually takes 1-3 minutes per layer for Gemma 3 270M on 2 CPU "
+                   "cores, longer for larger models (--no-train refuses instead)", todo, model_id(model), where,
+                   settings.n_samples, settings.n_tokens, len(todo))
+    texts, desc = default_texts(model, tokenizer, settings, progress, data_root)
+    per_layer = settings.n_tokens * d_model(model) * 4
+    group = max(1, HARVEST_BUDGET // per_layer)  # layers harvested per forward pass over the texts
+    acts: dict[int, Any] = {}
     for l in todo:
+        if l not in acts:
+            acts = harvest(model, tokenizer, texts, todo[todo.index(l):todo.index(l) + group], settings.n_tokens,
+                           max_length=settings.max_length, progress=progress)
         sae, metrics = train_sae(acts.pop(l), settings.d_sae, settings.k, epochs=settings.epochs,
                                  batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
                                  progress=progress, layer=l, site="resid_post", model_name=model_id(model))
         sae.meta.update({"texts": desc, "default_settings": asdict(settings)})
+        check_quality(sae, f"the default SAE just trained for layer {l}", quality)  # never cache a degenerate one
         if root is not None:
             sae.meta["cache_path"] = str(root / f"layer_{l}")
             sae.save(root / f"layer_{l}")
         out[l] = sae
         logger.info("default SAE layer %d: EV %.3f L0 %.1f dead %.3f", l,
                     metrics["explained_variance"], metrics["l0"], metrics["dead_fraction"])
+    return out
+
+
+def cached_sets(cache_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """The default SAE sets in the cache, read from their configs (no weights loaded).
+
+    Returns:
+        One dict per set: ``model``, ``settings_hash``, ``path``, ``texts`` (the training mix: counts
+        and digests) and ``layers``: ``{layer: {explained_variance, l0, dead_fraction}}``.
+    """
+    base = (Path(cache_dir) if cache_dir is not None else user_cache()) / "saes"
+    out = []
+    for root in sorted(p for p in base.glob("*/*") if p.is_dir()):
+        layers, texts = {}, {}
+        for cfg_path in sorted(root.glob("layer_*/cfg.json"), key=lambda p: int(p.parent.name.split("_")[1])):
+            try:
+                meta = json.loads(cfg_path.read_text(encoding="utf-8")).get("corrsteer") or {}
+            except (OSError, ValueError):
+                meta = {}
+            m = meta.get("metrics") or {}
+            layers[cfg_path.parent.name.split("_")[1]] = {k: m.get(k) for k in ("explained_variance", "l0",
+                                                                                  "dead_fraction")}
+            texts = meta.get("texts") or texts
+        if layers:
+            out.append({"model": root.parent.name, "settings_hash": root.name, "path": str(root), "texts": texts,
+                        "layers": layers})
     return out

@@ -1,17 +1,8 @@
-"""Locating and reading benchmark data files (read-only; nothing is copied).
+"""Reading benchmark data files (read-only; nothing is copied).
 
-Search order for a dataset folder (first match wins):
-
-1. the ``data_dir`` argument (a datasets root holding ``<dataset>/``, or the dataset
-   folder itself); when given, nothing else is tried;
-2. ``$CORRSTEER_DATA`` (same two forms);
-3. ``<repo>/../shared/datasets`` where ``<repo>`` is the parent of the package folder
-   (an editable install or a source checkout);
-4. ``./../shared/datasets`` and ``./shared/datasets`` relative to the working directory.
-
-A folder qualifies when it contains a file matching the dataset's marker pattern. The
-error for a missing dataset lists every path tried and how to pass one. Where the
-datasets root has a ``SHA256SUMS`` file, the files a task reads are checked against it.
+Where the files are, and their check against ``SHA256SUMS``, is
+:mod:`corrsteer.storage.datasets` (shared with the default SAEs' training text); the
+files a task reads are checked against it.
 
 The Hugging Face hub is an optional fallback (:func:`hf_rows`): it needs the
 ``datasets`` package and network access, and says so cleanly when either is missing.
@@ -20,7 +11,6 @@ The Hugging Face hub is an optional fallback (:func:`hf_rows`): it needs the
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.util
 import json
 import logging
@@ -29,93 +19,18 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from corrsteer.errors import CorrsteerError
+from corrsteer.storage import datasets
+from corrsteer.storage.datasets import verify
 
 logger = logging.getLogger(__name__)
 
-ENV_VAR = "CORRSTEER_DATA"
-_VERIFIED: dict[Path, str] = {}
-
-
-def candidate_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The folders searched for datasets, in order (see the module docstring)."""
-    if data_dir is not None:
-        return [Path(data_dir).expanduser()]
-    roots: list[Path] = []
-    if os.environ.get(ENV_VAR):
-        roots.append(Path(os.environ[ENV_VAR]).expanduser())
-    repo = Path(__file__).resolve().parent.parent.parent
-    roots.append(repo.parent / "shared" / "datasets")
-    cwd = Path.cwd()
-    roots += [cwd.parent / "shared" / "datasets", cwd / "shared" / "datasets"]
-    unique: list[Path] = []
-    for r in roots:
-        if r not in unique:
-            unique.append(r)
-    return unique
-
 
 def dataset_dir(dataset: str, marker: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """Find the folder of ``dataset`` (e.g. ``"bbq"``) holding files matching ``marker``.
-
-    Args:
-        dataset: sub-folder name under a datasets root.
-        marker: glob pattern relative to the dataset folder, e.g. ``"*.jsonl"``.
-        data_dir: explicit root or dataset folder; None = the default search order.
-
-    Returns:
-        the dataset folder.
-
-    Raises:
-        CorrsteerError: nothing found; the message lists every path tried.
-    """
-    tried: list[Path] = []
-    for root in candidate_roots(data_dir):
-        for folder in (root / dataset, root):
-            if folder in tried:
-                continue
-            tried.append(folder)
-            if folder.is_dir() and any(folder.glob(marker)):
-                logger.debug("dataset %s found at %s", dataset, folder)
-                return folder
-    hint = hf_status()
-    listing = "\n  ".join(str(p) for p in tried)
-    raise CorrsteerError(
-        f"dataset {dataset!r} not found (looked for {marker!r} in):\n  {listing}\n"
-        f"Pass data_dir='/path/to/datasets' (a folder holding {dataset}/) or set ${ENV_VAR}. "
-        f"Hub fallback: {hint}")
-
-
-def verify(path: Path) -> None:
-    """Check ``path`` against a ``SHA256SUMS`` in its dataset root or the root's parent.
-
-    Files not listed, or with no ``SHA256SUMS`` around, pass unchecked (user data).
-
-    Raises:
-        CorrsteerError: the file's SHA-256 differs from the listed one.
-    """
-    path = path.resolve()
-    if path in _VERIFIED:
-        return
-    for root in (path.parent, path.parent.parent, path.parent.parent.parent):
-        sums = root / "SHA256SUMS"
-        if not sums.is_file():
-            continue
-        rel = "./" + path.relative_to(root).as_posix()
-        expected = None
-        for line in sums.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1] in (rel, rel[2:]):
-                expected = parts[0].lower()
-        if expected is None:
-            break
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != expected:
-            raise CorrsteerError(
-                f"{path} does not match {sums} (sha256 {digest[:12]}... != {expected[:12]}...): "
-                "the file was modified or truncated; restore it, or pass verify=False to the task "
-                "to use it anyway")
-        break
-    _VERIFIED[path] = "ok"
+    """:func:`corrsteer.storage.datasets.dataset_dir`, whose error also says whether the hub can help."""
+    try:
+        return datasets.dataset_dir(dataset, marker, data_dir)
+    except CorrsteerError as exc:
+        raise CorrsteerError(f"{exc} Hub fallback: {hf_status()}") from None
 
 
 def require_columns(columns: Iterable[str], needed: Iterable[str], path: Path | str) -> None:
@@ -126,59 +41,127 @@ def require_columns(columns: Iterable[str], needed: Iterable[str], path: Path | 
         raise ValueError(f"{path}: missing column(s) {missing}; the file has {have}")
 
 
-def read_csv(path: Path, needed: Iterable[str] = (), delimiter: str = ",", check: bool = True) -> list[dict]:
-    """Rows of a CSV file with a header, as dicts; missing columns are a ValueError."""
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> ValueError:
+    return ValueError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} of a "
+                      "chunk); save the file as UTF-8")
+
+
+def read_csv_rows(path: Path, needed: Iterable[str] = (), delimiter: str = ",",
+                  check: bool = True) -> list[tuple[int, dict]]:
+    """``(line, row)`` pairs of a CSV file with a header; ``line`` is the 1-based line the row ends on.
+
+    Every row must have exactly as many fields as the header: a short row would leave columns
+    empty (``None``) and a long one would put values under no column, so either is a ValueError
+    naming the file, the line and the columns concerned. So are a field over the csv module's
+    size limit (128 KiB), a NUL byte and bytes that are not UTF-8.
+    """
     if check:
         verify(path)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        require_columns(reader.fieldnames or [], needed, path)
-        return list(reader)
+    needed = list(needed)
+    out: list[tuple[int, dict]] = []
+    reader = None
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh, delimiter=delimiter)
+            header = next(reader, None)
+            require_columns(header or [], needed, path)
+            header = header or []
+            for fields in reader:
+                line = reader.line_num
+                if not fields:
+                    continue  # a blank line, as csv.DictReader skips it
+                if len(fields) != len(header):
+                    lost = header[len(fields):] if len(fields) < len(header) else []
+                    what = f"; no value for column(s) {lost}" if lost else ""
+                    raise ValueError(f"{path}:{line}: {len(fields)} fields but the header has {len(header)}"
+                                     f"{what}; quote fields that contain {delimiter!r} or fix the row")
+                out.append((line, dict(zip(header, fields))))
+    except csv.Error as exc:
+        where = f":{reader.line_num}" if reader is not None else ""
+        raise ValueError(f"{path}{where}: not valid CSV ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    return out
 
 
-def read_jsonl(path: Path, needed: Iterable[str] = (), check: bool = True) -> list[dict]:
-    """Objects of a JSON-lines file; a malformed line or a missing key is a ValueError."""
+def read_csv(path: Path, needed: Iterable[str] = (), delimiter: str = ",", check: bool = True) -> list[dict]:
+    """Rows of a CSV file with a header, as dicts; see :func:`read_csv_rows` for what is refused."""
+    return [row for _, row in read_csv_rows(path, needed, delimiter, check)]
+
+
+def read_jsonl_rows(path: Path, needed: Iterable[str] = (), check: bool = True) -> list[tuple[int, dict]]:
+    """``(line, object)`` pairs of a JSON-lines file; a malformed line or a missing key is a ValueError."""
     if check:
         verify(path)
     needed = list(needed)
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{i}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in needed if k not in row]
-            if missing:
-                raise ValueError(f"{path}:{i}: missing key(s) {missing}; the line has {sorted(row)}")
-            rows.append(row)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{i}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                except RecursionError:
+                    raise ValueError(f"{path}:{i}: JSON nested too deeply") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
+                missing = [k for k in needed if k not in row]
+                if missing:
+                    raise ValueError(f"{path}:{i}: missing key(s) {missing}; the line has {sorted(row)}")
+                rows.append((i, row))
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
     return rows
+
+
+def read_jsonl(path: Path, needed: Iterable[str] = (), check: bool = True) -> list[dict]:
+    """Objects of a JSON-lines file; a malformed line or a missing key is a ValueError."""
+    return [row for _, row in read_jsonl_rows(path, needed, check)]
+
+
+def read_json_rows(path: Path, needed: Iterable[str] = ()) -> list[tuple[str, dict]]:
+    """``(where, object)`` pairs of a ``.json`` file holding a list of objects (``where``: ``<path> item 3``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise ValueError(f"{path}: a .json data file must hold a list of objects")
+    for i, row in enumerate(data):
+        require_columns(row, needed, f"{path} item {i}")
+    return [(f"{path} item {i}", row) for i, row in enumerate(data)]
+
+
+def read_table_rows(path: str | os.PathLike, needed: Iterable[str] = ()) -> list[tuple[str, dict]]:
+    """``(where, row)`` pairs of a ``.csv``, ``.tsv``, ``.jsonl``/``.ndjson`` or ``.json`` file.
+
+    ``where`` names the file and the row, for messages: ``"<path>:8"`` (the line in a CSV, TSV
+    or JSONL file) or ``"<path> item 3"`` (a ``.json`` list, 0-based).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ValueError(f"data file {path} {what}; pass path= to an existing CSV/TSV/JSONL file")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return [(f"{path}:{i}", r) for i, r in read_csv_rows(path, needed, "\t" if suffix == ".tsv" else ",")]
+    if suffix in (".jsonl", ".ndjson"):
+        return [(f"{path}:{i}", r) for i, r in read_jsonl_rows(path, needed)]
+    if suffix == ".json":
+        return read_json_rows(path, needed)
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl or .json")
 
 
 def read_table(path: str | os.PathLike, needed: Iterable[str] = ()) -> list[dict]:
     """Rows of a ``.csv``, ``.tsv``, ``.jsonl``/``.ndjson`` or ``.json`` (list of objects) file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ValueError(f"data file {path} does not exist; pass path= to an existing CSV/TSV/JSONL file")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return read_csv(path, needed)
-    if suffix == ".tsv":
-        return read_csv(path, needed, delimiter="\t")
-    if suffix in (".jsonl", ".ndjson"):
-        return read_jsonl(path, needed)
-    if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise ValueError(f"{path}: a .json data file must hold a list of objects")
-        for i, row in enumerate(data):
-            require_columns(row, needed, f"{path}[{i}]")
-        return data
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl or .json")
+    return [row for _, row in read_table_rows(path, needed)]
 
 
 def hf_available() -> bool:

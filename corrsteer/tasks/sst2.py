@@ -12,7 +12,7 @@ import csv
 
 from corrsteer.tasks.base import Sample
 from corrsteer.tasks.choice import MultipleChoiceTask
-from corrsteer.tasks.data import verify
+from corrsteer.storage.datasets import verify
 
 LABELS = ("negative", "positive")
 FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
