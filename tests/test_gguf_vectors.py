@@ -196,6 +196,8 @@ def test_cli_eval_a_gguf_vector_at_every_position(tmp_path, tiny_llama, tiny_tok
     wide = _raw(tmp_path / "wide.gguf", {"direction.1": np.ones(64, np.float32)})
     assert main(["eval", *common, "--vector", str(wide)]) == 2
     assert "width 64 but the model has d_model=32" in capsys.readouterr().err
+    assert main(["eval", *common, "--vector", str(vec), "--scale", "auto"]) == 2  # calibration is select's
+    assert "--scale auto" in capsys.readouterr().err
 
 
 @pytest.mark.model

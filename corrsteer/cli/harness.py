@@ -19,20 +19,24 @@ import sys
 __all__ = ["register"]
 
 
+TEXT = "run lm-evaluation-harness with `--model corrsteer` available (arguments go to lm-eval)"
+INSTALL = "pip install 'corrsteer[lmeval]' (or: bash scripts/install_extras.sh lmeval)"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``lm-eval`` to the ``corrsteer`` parser; its arguments all go to lm-eval."""
-    text = "run lm-evaluation-harness with `--model corrsteer` available (arguments go to lm-eval)"
-    p = sub.add_parser("lm-eval", help=text, description=text, add_help=False, allow_abbrev=False)
+    p = sub.add_parser("lm-eval", help=TEXT, description=TEXT, add_help=False, allow_abbrev=False)
     p.set_defaults(handler=_lm_eval, passthrough=True)
 
 
 def _lm_eval(args: argparse.Namespace) -> int:
+    if args.extra in (["-h"], ["--help"]):
+        _help()
     try:
         import corrsteer.integrations.lm_harness  # noqa: F401 - registers --model corrsteer
         from lm_eval.__main__ import cli_evaluate
     except ImportError as exc:
-        raise ValueError(f"{exc}; install the extra: pip install 'corrsteer[lmeval]' "
-                         "(or: bash scripts/install_extras.sh lmeval)") from exc
+        raise ValueError(f"{exc}; install the extra: {INSTALL}") from exc
     saved = sys.argv
     sys.argv = ["lm-eval", *args.extra]
     try:
@@ -42,3 +46,23 @@ def _lm_eval(args: argparse.Namespace) -> int:
     finally:
         sys.argv = saved
     return 0
+
+
+def _help() -> None:
+    """corrsteer's usage line, then lm-eval's own help (or how to install it); exits 0 like argparse's --help."""
+    print(f"usage: corrsteer lm-eval [lm-eval arguments ...]\n\n{TEXT}; --model_args of the corrsteer model: "
+          "pretrained=MODEL,selection=DIR|vector=FILE.gguf[,scale=S][,positions=generation|all]\n")
+    sys.stdout.flush()
+    try:
+        import corrsteer.integrations.lm_harness  # noqa: F401
+        from lm_eval.__main__ import cli_evaluate
+    except ImportError:
+        print(f"lm-eval is not installed: {INSTALL}")
+        raise SystemExit(0) from None
+    saved = sys.argv
+    sys.argv = ["lm-eval", "--help"]
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = saved
+    raise SystemExit(0)
