@@ -106,7 +106,8 @@ class RunConfig:
                        choices=METHODS + ("scale-S",))
     controls: bool = _opt(False, "collect the controls' extra state too (forced by shuffled/diff-in-means/fisher)")
     pool: str | None = _opt(None, "pooling over positions (default: the task's)", choices=POOLS)
-    positions: str = _opt("generation", "positions pooled while collecting", choices=POSITIONS)
+    positions: str = _opt("generation", "positions pooled while collecting (eval: positions steered; all = "
+                          "the prompt too, as llama.cpp does)", choices=POSITIONS)
     seed: int = _opt(0, "seed of the sample draw and of the bootstrap")
     device: str | None = _opt(None, "torch device, e.g. cpu or cuda (default: the loader's)")
     batch_size: int = _opt(16, "sequences per batched generation pass")

@@ -12,7 +12,7 @@ Each stage reads what the previous one wrote, so ``corrsteer collect``, ``select
 ``eval`` and ``report`` can run separately; :func:`run` does all four. Validation
 generates every candidate and the unsteered baseline in one batched pass, and
 evaluation one batched pass per condition (METHOD.md §5-§6). Steering acts at the
-generation positions.
+generation positions (``eval --positions all``: every position, as llama.cpp does).
 
 Under torchrun (:mod:`corrsteer.method.distributed`) every rank runs every stage on its
 share of the batches and ends each stage with the same result; rank 0 alone writes the
@@ -48,6 +48,7 @@ from corrsteer.models import load_model, model_id
 from corrsteer.report.markdown import write_report
 from corrsteer.report.records import write_generations_jsonl
 from corrsteer.report.summaries import correlations_summary, features_summary, selection_summary
+from corrsteer.sae import as_saes
 from corrsteer.sae.sets import describe_saes, load_saes
 from corrsteer.storage.atomic import write_json
 from corrsteer.storage.jsonable import to_jsonable
@@ -160,7 +161,7 @@ def load_resources(cfg: RunConfig, *, model: Any = None, tokenizer: Any = None, 
             layers = tuple(sorted(load_collection(Path(cfg.out_dir())).accumulators))
         saes = load_saes(cfg.sae, model, tokenizer, layers, progress=cfg.progress, train=cfg.train,
                          data_dir=cfg.data_dir)
-    return Resources(model, tokenizer, task, dict(sorted(saes.items())))
+    return Resources(model, tokenizer, task, dict(sorted(as_saes(saes).items())))
 
 
 def write_results(path: Path, obj: Any) -> Path:
@@ -231,10 +232,13 @@ def calibrate(cfg: RunConfig, res: Resources, sel: Selection) -> None:
 
 
 def stage_eval(cfg: RunConfig, res: Resources, selection: Selection | None = None,
-               timings: Mapping[str, float] | None = None, command: str | None = None) -> dict[str, Any]:
+               timings: Mapping[str, float] | None = None, positions: str = "generation",
+               command: str | None = None) -> dict[str, Any]:
     """Evaluate unsteered vs steered on ``cfg.n_test`` test samples; write generations and results.json.
 
-    ``command`` (the command line that made the run) is recorded in results.json and the report.
+    ``positions``: where the selection steers, ``"generation"`` (METHOD.md §2) or ``"all"``
+    (the prompt too, as a llama.cpp control vector does). ``command`` (the command line that
+    made the run) is recorded in results.json and the report.
     """
     out = Path(cfg.out_dir())
     start = time.perf_counter()
@@ -242,12 +246,13 @@ def stage_eval(cfg: RunConfig, res: Resources, selection: Selection | None = Non
     samples = res.task.samples("test", cfg.n_test, seed=cfg.seed)
     if not samples:
         raise ValueError("n_test is 0: the evaluation needs at least one test sample (--n-test)")
-    ev = evaluate(res.model, res.tokenizer, res.task, sel, samples, batch_size=cfg.batch_size,
+    ev = evaluate(res.model, res.tokenizer, res.task, sel, samples, positions=positions, batch_size=cfg.batch_size,
                   max_new_tokens=cfg.max_new_tokens, n_boot=cfg.n_boot, seed=cfg.seed, progress=cfg.progress)
     if distributed.current().is_main:
         write_generations_jsonl(out / GENERATIONS_FILE, ev.baseline + ev.steered)
     results = {"task": res.task.name, "model": model_id(res.model), "sae": cfg.sae, "mode": sel.mode,
-               "method": sel.method, "seed": cfg.seed, **ev.comparison, "features": features_summary(sel),
+               "method": sel.method, "seed": cfg.seed, "positions": positions, **ev.comparison,
+               "features": features_summary(sel),
                "steered_layers": sel.layers, "metrics": ev.metrics, "selection": selection_summary(sel),
                "n_train": sel.meta.get("n_train"), "n_val": sel.meta.get("n_val"), "n_test": len(samples),
                "saes": sel.meta.get("saes"), "config": cfg.to_dict(),

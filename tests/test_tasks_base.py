@@ -125,7 +125,8 @@ def test_prompt_uses_chat_template_iff_present():
         get_task("arithmetic", chat=True).prompt(s, BaseTok())
 
 
-def test_missing_data_dir_lists_paths_tried(tmp_path):
+def test_missing_data_dir_lists_paths_tried(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_mod, "hf_available", lambda: False)  # as without `datasets` (the lmeval extra brings it)
     with pytest.raises(CorrsteerError) as info:
         get_task("mmlu", data_dir=str(tmp_path)).samples("test")
     msg = str(info.value)

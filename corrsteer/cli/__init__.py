@@ -9,6 +9,8 @@ Commands, each registered by its module::
     corrsteer labels | compare-saes ... # features per label of a labelled dataset        (cli.labels)
     corrsteer debias ...                # BBQ/EMGSD steered with pipeline or label features (cli.debias)
     corrsteer train-sae ...             # TopK SAEs on a model                              (cli.sae)
+    corrsteer export --selection DIR -o steer.gguf  # a llama.cpp control vector            (cli.export)
+    corrsteer lm-eval --model corrsteer ...  # lm-evaluation-harness with a selection        (cli.harness)
     corrsteer info                      # build, BLAS, caches, tasks                        (cli.info)
 
 Exit codes and error lines: :mod:`corrsteer.cli.common`.
@@ -20,12 +22,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from corrsteer.cli import debias, info, labels, run, sae
+from corrsteer.cli import debias, export, harness, info, labels, run, sae
 from corrsteer.cli.common import add_global_flags, report_errors, setup_logging
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (run, labels, debias, sae, info)
+_COMMANDS = (run, labels, debias, sae, export, harness, info)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``corrsteer`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra  # the arguments a delegating command (lm-eval) hands on
     args.command_line = " ".join(["corrsteer", *argv])
     setup_logging(args.verbose)
     return report_errors(lambda: args.handler(args), args.debug, f"corrsteer {args.command}")

@@ -16,6 +16,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_info)
 
 
+def _extra(dist: str, extra: str) -> str:
+    """``sae-lens 6.54.12``, or how to install it (scripts/install_extras.sh keeps torch pinned)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{dist} {version(dist)}"
+    except PackageNotFoundError:
+        return f"{dist} not installed (bash scripts/install_extras.sh {extra})"
+
+
 def _info(args: argparse.Namespace) -> None:
     import corrsteer
     from corrsteer.core import build_info
@@ -29,6 +39,8 @@ def _info(args: argparse.Namespace) -> None:
     print(f"cache: {cache_dir()} (set CORRSTEER_CACHE to move it; gguf/ and hf/ hold the embedded models, "
           "the default SAEs are cached there too)")
     print("embedded models: " + ", ".join(sorted(EMBEDDED)))
+    print("extras: " + ", ".join(_extra(dist, extra) for dist, extra in
+                                 (("sae-lens", "saelens"), ("lm-eval", "lmeval"), ("llama-cpp-python", "llama"))))
     print("tasks: " + ", ".join(list_tasks()))
     sets = cached_sets()
     print(f"default SAE sets in the cache: {len(sets) or 'none yet (trained on first use of --sae default)'}")

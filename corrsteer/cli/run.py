@@ -53,7 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             continue
         add_config_options(p, DEMO if name == "demo" else None)
         if name == "eval":
-            p.add_argument("--selection", help="selection folder to evaluate (default: <out>/selection)")
+            what = p.add_mutually_exclusive_group()
+            what.add_argument("--selection", help="selection folder to evaluate (default: <out>/selection)")
+            what.add_argument("--vector", help="a llama.cpp control vector (.gguf) to evaluate instead: "
+                              "direction.N steers layer N's output (use --positions all to steer as llama.cpp does)")
         if name in ("controls", "demo"):
             default = ",".join(DEMO_METHODS) if name == "demo" else ("random,shuffled,negative,diff-in-means,mi,"
                                                                      "fisher,scale-0.5,scale-1.5,scale-2")
@@ -80,7 +83,8 @@ def format_headline(results: dict[str, Any]) -> str:
     ftxt = "; ".join(f"L{f['layer']} {f.get('sign', '+')}#{f['index']} (r={f['r']:+.3f}, c={f['coefficient']:+.3g})"
                      for f in feats) or f"none ({(results.get('selection') or {}).get('note') or 'nothing selected'})"
     lines = [
-        f"task {results.get('task')} · model {results.get('model')} · mode {results.get('mode')}",
+        f"task {results.get('task')} · model {results.get('model')} · mode {results.get('mode')}"
+        + (" · steered at every position (prompt too)" if results.get("positions") == "all" else ""),
         f"baseline  {_pct(b['score'])}  (n={b['n']})",
         f"steered   {_pct(s['score'])}  (n={s['n']})",
         f"delta     {100 * results['delta']:+.1f} pp, 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}] pp, "
@@ -142,10 +146,22 @@ def _eval(args: argparse.Namespace) -> None:
     from corrsteer import pipeline
     from corrsteer.method.features import Selection
 
-    # a missing or bad selection fails before the model loads
-    sel = Selection.load(args.selection or Path(cfg.out_dir()) / pipeline.SELECTION_DIR)
+    if args.scale == "auto":
+        raise ValueError("--scale auto calibrates the selection in `corrsteer select` or `run`; "
+                         "eval takes a number (the factor on the selection's or vector's coefficients)")
+    # a missing or bad selection or vector fails before the model loads
+    if args.vector:
+        sel = Selection.from_gguf(args.vector)
+    else:
+        sel = Selection.load(args.selection or Path(cfg.out_dir()) / pipeline.SELECTION_DIR)
     res = pipeline.load_resources(cfg, saes={}, stage="eval")
-    _say(format_headline(pipeline.stage_eval(cfg, res, sel, command=args.command_line)))
+    if args.vector:
+        from corrsteer.models import d_model
+
+        sel = Selection.from_gguf(args.vector, d_model=d_model(res.model))
+    if args.scale is not None:
+        sel.scale = args.scale
+    _say(format_headline(pipeline.stage_eval(cfg, res, sel, positions=cfg.positions, command=args.command_line)))
 
 
 def _collect(args: argparse.Namespace) -> None:

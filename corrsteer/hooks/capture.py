@@ -43,6 +43,7 @@ from corrsteer.core import Pooler
 from corrsteer.hooks import positions as _positions
 from corrsteer.models.sites import attach, check_layer, check_site
 from corrsteer.models.layers import d_model, find_layers
+from corrsteer.sae import as_saes
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,8 @@ def capture(model: torch.nn.Module, saes: Any, pool: str = "max", positions: str
     Args:
         model: a transformers causal LM (or its base model).
         saes: ``{layer: SAE}`` or a sequence of SAEs (each with ``.layer`` set); each
-            is read at its own site (``sae.site``).
+            is read at its own site (``sae.site``). SAELens SAEs are converted
+            (:meth:`corrsteer.SAE.from_sae_lens`).
         pool: ``"max"`` or ``"mean"`` over positions (METHOD.md §3).
         positions: ``"generation"`` or ``"all"`` (every non-padding position).
         backend: ``"core"`` (the C core's streaming :class:`corrsteer.core.Pooler` on the CPU),
@@ -330,7 +332,8 @@ def capture(model: torch.nn.Module, saes: Any, pool: str = "max", positions: str
 
 
 def _parse_saes(saes: Any, n_layers: int, width: int) -> dict[int, Any]:
-    """``{layer: SAE}`` from a mapping or a sequence of SAEs, every one checked."""
+    """``{layer: SAE}`` from a mapping or a sequence of SAEs (corrsteer or SAELens), every one checked."""
+    saes = as_saes(saes)
     if isinstance(saes, Mapping):
         items = list(saes.items())
     elif isinstance(saes, Sequence) and not isinstance(saes, (str, bytes)):

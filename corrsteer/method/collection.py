@@ -61,6 +61,7 @@ from corrsteer.method.checkpoints import (
     write_records,
 )
 from corrsteer.method.window import Job, windows
+from corrsteer.sae import as_saes
 from corrsteer.storage import atomic
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ def collect(model: Any, tokenizer: Any, task: Any, saes: Mapping[int, Any], samp
         raise ValueError("samples is empty: collection needs at least one training sample (check --n-train)")
     if not saes:
         raise ValueError("saes is empty: give at least one layer's SAE")
+    saes = as_saes(saes)  # SAELens SAEs too
     for name, value in (("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")

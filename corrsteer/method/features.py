@@ -29,7 +29,9 @@ import numpy as np
 
 from corrsteer.config import HOOK_SITES, MODES, POSITIONS, check_choice
 from corrsteer.core import steering_vector
+from corrsteer.sae import as_saes
 from corrsteer.storage.atomic import write_json
+from corrsteer.storage.control_vector import blocks_from_sites, read_control_vector, write_control_vector
 from corrsteer.storage.safetensors import read_tensors, write_tensors
 
 __all__ = ["Candidate", "Feature", "Interventions", "Selection", "Validator", "feature_from_top"]
@@ -112,6 +114,7 @@ class Selection:
             mode: the selection mode recorded.
             **fields: any other field (``candidates``, ``scale``, ``note``, ``meta``, ``method``...).
         """
+        saes = as_saes(saes)  # SAELens SAEs too
         by_layer: dict[int, list[Feature]] = {}
         for f in features:
             by_layer.setdefault(f.layer, []).append(f)
@@ -173,6 +176,29 @@ class Selection:
 
         check_choice("positions", positions, POSITIONS)
         return steer(model, self.interventions(scale), positions=positions)
+
+    def to_gguf(self, path: str | os.PathLike[str], model_hint: str, scale: float | None = None) -> Path:
+        """Write the vectors at ``scale`` (None: the selection's) as a llama.cpp control vector.
+
+        ``resid_post`` of layer ``l`` becomes ``direction.l``, ``resid_pre`` of layer ``l``
+        ``direction.(l-1)`` (:mod:`corrsteer.storage.control_vector`); llama.cpp adds it at every
+        position, prompt included. Raises ``ValueError`` for what llama.cpp cannot steer (block 0).
+        """
+        return write_control_vector(path, blocks_from_sites(self.interventions(scale)), model_hint)
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike[str], d_model: int | None = None) -> Selection:
+        """A llama.cpp control vector as a selection: ``direction.N`` steers layer N's output, scale 1.
+
+        Args:
+            path: a control-vector GGUF (ours, repeng's, llama.cpp's ``cvector-generator``'s).
+            d_model: the model's width; a file of another width raises ``ValueError``.
+        """
+        cv = read_control_vector(path, d_model=d_model)
+        return cls(mode="all", features=[], directions={n: v[None, :] for n, v in cv.directions.items()},
+                   coefficients={n: np.ones(1) for n in cv.directions}, sites={n: "resid_post" for n in cv.directions},
+                   method="control-vector", note=f"llama.cpp control vector {os.fspath(path)}",
+                   meta={"source": os.fspath(path), "model_hint": cv.model_hint, "layer_count": cv.layer_count})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (coefficients exact; the directions go to the safetensors file)."""

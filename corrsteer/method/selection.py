@@ -39,6 +39,7 @@ import numpy as np
 
 from corrsteer.config import MODES, NEGATIVE_COEFFICIENTS, check_choice
 from corrsteer.method.features import Candidate, Feature, Selection, Validator, feature_from_top
+from corrsteer.sae import as_saes
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def select(accumulators: Mapping[int, Any], saes: Mapping[int, Any], mode: str,
         ValueError: unknown mode, missing validate, SAE/accumulator mismatch.
     """
     accumulators = getattr(accumulators, "accumulators", accumulators)
+    saes = as_saes(saes)  # SAELens SAEs too
     _check_inputs(accumulators, saes, mode, validate, top_k, scale)
     check_choice("negative_coefficient", negative_coefficient, NEGATIVE_COEFFICIENTS)
     layers = sorted(accumulators)

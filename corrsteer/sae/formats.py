@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,8 @@ from corrsteer.storage.atomic import replace_dir, write_json
 from corrsteer.storage.jsonable import to_jsonable
 from corrsteer.storage.safetensors import read_tensors, write_tensors
 
-__all__ = ["GS1_WEIGHTS", "GS2_CFG", "GS2_WEIGHTS", "SAELENS_CFG", "SAELENS_WEIGHTS", "SAEFiles", "read_sae",
-           "write_saelens"]
+__all__ = ["GS1_WEIGHTS", "GS2_CFG", "GS2_WEIGHTS", "SAELENS_CFG", "SAELENS_WEIGHTS", "SAEFiles", "parse_saelens",
+           "read_sae", "write_saelens"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,17 @@ def write_saelens(path: str | os.PathLike, cfg: dict[str, Any], weights: dict[st
 
 def _read_saelens(root: Path) -> SAEFiles:
     cfg_path, w_path = root / SAELENS_CFG, root / SAELENS_WEIGHTS
-    cfg = read_json(cfg_path)
+    return parse_saelens(read_json(cfg_path), lambda: read_tensors(w_path), root, cfg_path, w_path)
+
+
+def parse_saelens(cfg: dict[str, Any], read_weights: Callable[[], dict[str, np.ndarray]], root: Path,
+                  cfg_path: Path, w_path: Path) -> SAEFiles:
+    """Check a SAELens config and its tensors; the SAE they form (every option folded or refused).
+
+    Shared by the ``cfg.json`` reader and :func:`corrsteer.sae.saelens.from_sae_lens` (a live
+    ``sae_lens.SAE``). ``read_weights`` is called once the config has passed; ``cfg_path``
+    and ``w_path`` name the sources in error messages.
+    """
     meta_cfg = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
 
     def get(*names: str) -> Any:
@@ -203,7 +214,7 @@ def _read_saelens(root: Path) -> SAEFiles:
     # SAELens before 6.0 defaulted apply_b_dec_to_input to True when absent.
     apply_b_dec = flag(get("apply_b_dec_to_input"), "apply_b_dec_to_input", cfg_path, default=True)
 
-    w = read_tensors(w_path)
+    w = read_weights()
     W_enc, W_dec, b_enc, b_dec = (take(w, n, w_path) for n in ("W_enc", "W_dec", "b_enc", "b_dec"))
     threshold = None
     if arch == "jumprelu":

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,13 @@ def _repo_id(release: str) -> str:
         return release
     if release.startswith("gemma-scope-") and not release.endswith("-canonical"):
         return f"google/{release}"
-    raise ValueError(f"release {release!r} is not a hub repo id; pass 'owner/name' (for SAELens "
-                     f"releases, the repo_id listed in SAELens' pretrained_saes.yaml)")
+    if importlib.util.find_spec("sae_lens") is not None:
+        hint = "it is not in SAELens' pretrained directory either"
+    else:
+        hint = ("SAELens release names resolve when sae-lens is installed: pip install 'corrsteer[saelens]' "
+                "(or bash scripts/install_extras.sh saelens)")
+    raise ValueError(f"release {release!r} is not a hub repo id; pass 'owner/name' and the folder, or a SAELens "
+                     f"release name; {hint}")
 
 
 def _is_missing_entry(exc: Exception) -> bool:

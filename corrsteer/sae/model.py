@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,7 +237,7 @@ class SAE:
                 if the file names a layer too, they must agree.
         """
         found = formats.read_sae(path)
-        cfg, weights = found.cfg, found.weights
+        cfg = found.cfg
         if layer is not None:
             if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
                 raise ValueError(f"layer must be a non-negative int, got {layer!r}")
@@ -244,11 +245,7 @@ class SAE:
                 raise ValueError(f"layer={layer} but {found.root!s} is an SAE for layer {cfg['layer']} "
                                  f"({cfg.get('hook_name')}); drop the layer= argument or load the right file")
             cfg = {**cfg, "layer": int(layer), "hook_name": None}
-        try:
-            sae = cls(weights["W_enc"], weights["b_enc"], weights["W_dec"], weights["b_dec"],
-                      weights.get("threshold"), cfg=SAEConfig(**cfg), meta=found.meta)
-        except (ValueError, TypeError) as exc:
-            raise CorrsteerError(f"{found.root}: the files do not form a valid SAE: {exc}") from exc
+        sae = cls._from_files(found, cfg)
         if d_model is not None and sae.d_in != d_model:
             raise ValueError(f"SAE {str(found.root)!r} has d_in={sae.d_in} (field W_enc) but the model has "
                              f"d_model={d_model}; load the SAE trained for this model")
@@ -268,13 +265,68 @@ class SAE:
         Resolves Gemma Scope releases (``"gemma-scope-2b-pt-res"`` with
         ``"layer_12/width_16k/average_l0_82"``) and hub repo ids through the Hugging Face
         hub or its local cache (:mod:`corrsteer.sae.hub`); offline and uncached, it
-        fails fast with a message saying so. ``**kwargs``: ``revision``, ``cache_dir``,
+        fails fast with a message saying so. With ``sae_lens`` installed, SAELens release
+        names resolve through its pretrained directory (``"gemma-scope-2b-pt-res-canonical"``,
+        ``"layer_12/width_16k/canonical"``); releases in formats only SAELens converts are
+        loaded by SAELens and converted with :meth:`from_sae_lens`. ``**kwargs``: ``revision``, ``cache_dir``,
         ``endpoint``, ``timeout``, and ``d_model``/``layer`` as for :meth:`load`.
         """
-        from corrsteer.sae import hub
+        from corrsteer.sae import hub, saelens
 
         load_kw = {k: kwargs.pop(k) for k in ("d_model", "layer") if k in kwargs}
-        folder, origin = hub.fetch_sae_files(release, sae_id, **kwargs)
+        found = saelens.lookup_release(release, sae_id)
+        if found is not None and not found.readable:  # a format only SAELens converts
+            sae = cls.from_sae_lens(saelens.load_with_sae_lens(release, sae_id))
+            if load_kw.get("d_model") not in (None, sae.d_in):
+                raise ValueError(f"{release}/{sae_id} has d_in={sae.d_in} but the model has d_model={load_kw['d_model']}")
+            sae.meta["hub"] = {"release": release, "sae_id": sae_id, "repo_id": found.repo_id, "path": found.path}
+            return sae
+        repo, folder_id = (found.repo_id, found.path) if found is not None else (release, sae_id)
+        folder, origin = hub.fetch_sae_files(repo, folder_id, **kwargs)
         sae = cls.load(folder, **load_kw)
-        sae.meta["hub"] = origin
+        sae.meta["hub"] = origin if found is None else {**origin, "release": release, "saelens_sae_id": sae_id}
         return sae
+
+    @classmethod
+    def from_sae_lens(cls, sae: Any) -> SAE:
+        """A ``sae_lens.SAE`` (standard/ReLU, JumpReLU, TopK) as a corrsteer SAE.
+
+        Its ``cfg`` gives the hook, so the layer and site follow (``blocks.L.hook_resid_post``:
+        the output of decoder layer L; ``hook_resid_pre``: its input). ``encode`` agrees with
+        SAELens' ``encode``; options that would change the arithmetic are folded into the
+        weights or refused (:mod:`corrsteer.sae.saelens`).
+
+        Raises:
+            TypeError: not a SAELens SAE.
+            CorrsteerError: an unsupported architecture or option, or a hook corrsteer cannot
+                attach to (``attn.hook_z``, per-head SAEs, transcoders).
+        """
+        from corrsteer.sae.saelens import sae_lens_files
+
+        found = sae_lens_files(sae)
+        return cls._from_files(found, found.cfg)
+
+    @classmethod
+    def _from_files(cls, found: Any, cfg: dict[str, Any]) -> SAE:
+        weights = found.weights
+        try:
+            return cls(weights["W_enc"], weights["b_enc"], weights["W_dec"], weights["b_dec"],
+                       weights.get("threshold"), cfg=SAEConfig(**cfg), meta=found.meta)
+        except (ValueError, TypeError) as exc:
+            raise CorrsteerError(f"{found.root}: the files do not form a valid SAE: {exc}") from exc
+
+
+def as_sae(sae: Any) -> Any:
+    """A SAELens SAE converted with :meth:`SAE.from_sae_lens`; anything else unchanged (checked by its user)."""
+    from corrsteer.sae.saelens import is_sae_lens
+
+    return SAE.from_sae_lens(sae) if is_sae_lens(sae) else sae
+
+
+def as_saes(saes: Any) -> Any:
+    """:func:`as_sae` on each SAE of a ``{layer: SAE}`` mapping or a list (the container's kind is kept)."""
+    if isinstance(saes, Mapping):
+        return {layer: as_sae(sae) for layer, sae in saes.items()}
+    if isinstance(saes, (list, tuple)):
+        return [as_sae(sae) for sae in saes]
+    return saes
