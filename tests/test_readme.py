@@ -28,6 +28,16 @@ def test_readme_first_snippet_is_the_quickstart_script() -> None:
     assert blocks[0] == SCRIPT.read_text(), "README's first snippet and examples/quickstart.py differ: copy one onto the other"
 
 
+
+def test_readme_register_task_snippet_runs() -> None:
+    """The README's custom-task snippet, as written, registers a task the library then serves."""
+    block = next((b for b in _python_blocks((ROOT / "README.md").read_text()) if "register_task(" in b), None)
+    assert block is not None, "README.md lost its register_task snippet"
+    check = ("\nimport corrsteer\nt = corrsteer.get_task('colour')\ns = t.samples('test')[0]\n"
+             "assert t.reward(s, ' saw a red kite') == 1 and t.reward(s, ' sat down') == 0\nprint('ok')\n")
+    out = subprocess.run([sys.executable, "-c", block + check], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-4000:]
+
 @pytest.mark.slow
 def test_quickstart_steers_towards_food() -> None:
     pytest.importorskip("torch")
