@@ -39,6 +39,7 @@ def test_readme_register_task_snippet_runs() -> None:
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-4000:]
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # trains the default SAEs first when the cache is cold
 def test_quickstart_steers_towards_food() -> None:
     pytest.importorskip("torch")
     from corrsteer.errors import CorrsteerError
