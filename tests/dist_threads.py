@@ -11,9 +11,11 @@ Each rank needs its own model object (hooks are per model): build one per rank.
 
 from __future__ import annotations
 
+import json
 import pickle
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from corrsteer.errors import CorrsteerError
@@ -108,3 +110,18 @@ def unwrap(results: list[Any]) -> list[Any]:
     for r in sorted(errors, key=lambda e: "another rank died" in str(e)):
         raise r
     return results
+
+
+def assert_same_run(one: Path, two: Path, validated: bool = True) -> None:
+    """Run folders ``one`` (one process) and ``two`` (two ranks) hold the same results, timings and paths aside.
+
+    ``validated``: the run validated candidates (``pruned``/``global``), which the comparison then covers.
+    """
+    a, b = (json.loads((d / "results.json").read_text()) for d in (one, two))
+    ta, tb = a.pop("timings"), b.pop("timings")
+    a["config"].pop("out"), b["config"].pop("out")
+    a.pop("command"), b.pop("command")  # the command line names its --out
+    assert a == b and (ta["ranks"], tb["ranks"]) == (1, 2)
+    assert not validated or a["selection"]["candidates"], "pruned validated no candidate: the test is too weak"
+    for name in ("generations.jsonl", "selection/selection.json", "collection/records.jsonl"):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
