@@ -84,13 +84,16 @@ def test_an_altered_dataset_copy_is_refused(tmp_path: Path, tiny_gemma3: Any, ti
 def test_a_degenerate_default_sae_is_an_error_trained_or_cached(tiny_gemma3: Any, tiny_tokenizer: Any,
                                                                  tmp_path: Path) -> None:
     strict = {"min_explained_variance": 0.999, "max_dead_fraction": 0.0}
-    with pytest.raises(CorrsteerError, match="fails the default SAEs' quality bar"):
+    with pytest.raises(CorrsteerError, match="fails the default SAEs' quality bar") as info:
         defaults.train_default_saes(tiny_gemma3, tiny_tokenizer, [1], cache_dir=tmp_path, progress=False,
                                     quality=strict, **TINY)
-    assert not any(tmp_path.glob("saes/**/cfg.json"))  # a failing SAE is never cached
+    assert not any(tmp_path.glob("saes/*/*/layer_*/cfg.json"))  # a failing SAE is never cached ...
+    (kept,) = tmp_path.glob("saes/*/refused/*/layer_1")  # ... nor thrown away: kept outside the set
+    assert str(kept) in str(info.value) and "--sae" in str(info.value)
+    assert not defaults.cached_sets(tmp_path)  # and not listed as a set
     saes = defaults.train_default_saes(tiny_gemma3, tiny_tokenizer, [1], cache_dir=tmp_path, progress=False,
                                        quality=None, **TINY)
-    (cfg_path,) = tmp_path.glob("saes/**/layer_1/cfg.json")
+    (cfg_path,) = tmp_path.glob("saes/*/*/layer_1/cfg.json")
     cfg = json.loads(cfg_path.read_text())
     cfg["corrsteer"]["metrics"].update(explained_variance=0.48, dead_fraction=0.53)  # a set like the data-less one
     cfg_path.write_text(json.dumps(cfg))
@@ -109,5 +112,5 @@ def test_the_cache_key_is_the_one_of_before_the_datasets_became_required(tiny_ge
     settings = defaults.DefaultSettings()
     key = dict(asdict(settings), trainer=defaults.TRAINER_VERSION, datasets=True)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    assert defaults.cache_root(tiny_gemma3, settings, tmp_path).name == digest
+    assert defaults.cache_root(tiny_gemma3, settings, tmp_path).name == digest == "af763340d92a09e7"
     assert np.isfinite(defaults.QUALITY["min_explained_variance"])

@@ -294,7 +294,7 @@ def test_default_saes_announce_training_and_no_train_refuses(tmp_path: Path, tin
     monkeypatch.setattr(defaults, "default_texts", stop)
     with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError, match="training started"):
         defaults.train_default_saes(tiny_llama, tiny_tokenizer, [1], cache_dir=tmp_path)
-    assert "no cached default SAE for layers [1]" in caplog.text and "minutes per layer" in caplog.text
+    assert "no cached default SAE for layers [1]" in caplog.text and "a minute per layer" in caplog.text
     assert "--no-train" in caplog.text
 
 

@@ -88,7 +88,8 @@ class DefaultSettings:
 MIX_SOURCES = {"mmlu": "test/*.csv", "bbq": "*.jsonl", "sst2": "train.tsv", "gsm8k": "train.jsonl"}
 # The named sets `--sae NAME` trains once and caches. "default": small and quick (about 3.5 min for four layers
 # of Gemma 3 270M on 2 idle cores). "default-16k": 8x the latents on 25x the tokens, for when the default's
-# dictionary is too coarse; trained in under an hour on 2 cores, never in CI.
+# dictionary is too coarse; never in CI. Experimental: its one measured training (1-2 h on 2 cores) gave layer 3
+# 46.8% dead latents, refused by QUALITY (README, "Our SAEs").
 SETS = {"default": DefaultSettings(),
         "default-16k": DefaultSettings(d_sae=16384, n_tokens=1_000_000, epochs=1.0, batch_size=1024, lr=5e-4,
                                        n_samples=1024, sample_tokens=64, n_per_dataset=12_000)}
@@ -211,8 +212,9 @@ def check_quality(sae: Any, where: str, quality: dict[str, float] | None = QUALI
     if ev < quality["min_explained_variance"] or dead > quality["max_dead_fraction"]:
         raise CorrsteerError(f"{where} fails the default SAEs' quality bar: explained variance {ev:.3f} (needs >= "
                              f"{quality['min_explained_variance']}), dead latents {dead:.1%} (needs <= "
-                             f"{quality['max_dead_fraction']:.0%}). Its training text was probably not the default "
-                             "mix; delete the folder and train again with the datasets found")
+                             f"{quality['max_dead_fraction']:.0%}). Either its training text was not the default mix "
+                             "(trained without the datasets), or its settings give too few optimizer steps for its "
+                             "number of latents (many never fire: train on more tokens or for more epochs)")
 
 
 def cache_root(model: Any, settings: DefaultSettings, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -275,9 +277,9 @@ def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None 
         raise ValueError(f"no cached default SAE for layers {todo} of {model_id(model)} {where}; train them once "
                          f"with `corrsteer train-sae --layers {','.join(map(str, todo))}`, or drop --no-train")
     logger.warning("no cached default SAE for layers %s of %s %s: sampling %d texts, harvesting %d tokens per layer "
-                   "and training %d SAE(s) now; this usually takes 1-3 minutes per layer for Gemma 3 270M on 2 CPU "
-                   "cores, longer for larger models (--no-train refuses instead)", todo, model_id(model), where,
-                   settings.n_samples, settings.n_tokens, len(todo))
+                   "and training %d SAE(s) now; for Gemma 3 270M on 2 CPU cores the 'default' set takes about a "
+                   "minute per layer and 'default-16k' one to two hours in all, larger models longer (--no-train "
+                   "refuses instead)", todo, model_id(model), where, settings.n_samples, settings.n_tokens, len(todo))
     texts, desc = default_texts(model, tokenizer, settings, progress, data_root)
     per_layer = settings.n_tokens * d_model(model) * 4
     group = max(1, HARVEST_BUDGET // per_layer)  # layers harvested per forward pass over the texts
@@ -290,7 +292,15 @@ def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None 
                                  batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
                                  progress=progress, layer=l, site="resid_post", model_name=model_id(model))
         sae.meta.update({"texts": desc, "default_settings": asdict(settings)})
-        check_quality(sae, f"the default SAE just trained for layer {l}", quality)  # never cache a degenerate one
+        try:
+            check_quality(sae, f"the default SAE just trained for layer {l}", quality)  # never cached if degenerate
+        except CorrsteerError as exc:
+            if root is None:
+                raise
+            kept = root.parent / "refused" / root.name / f"layer_{l}"  # outside every set: never loaded as a default
+            sae.save(kept)  # hours of training are not thrown away: inspect it, or use it knowingly
+            raise CorrsteerError(f"{exc}. It is kept outside the cache in {kept}: `--sae {kept}` uses it anyway; "
+                                 "the layers before it are cached") from None
         if root is not None:
             sae.meta["cache_path"] = str(root / f"layer_{l}")
             sae.save(root / f"layer_{l}")

@@ -314,7 +314,9 @@ def warn_if_degenerate(metrics: dict, what: str) -> bool:
     if dead <= DEAD_LIMIT:
         return False
     logger.warning("%s has %.0f%% dead latents (EV %.3f): it is degenerate, whatever its explained variance. "
-                   "Outlier tokens probably dominate its training activations (an attention sink or massive "
-                   "activations); drop them before training (harvest drops each text's first position)",
-                   what, 100 * dead, float(metrics.get("explained_variance", float("nan"))))
+                   "Either outlier tokens dominate its training activations (an attention sink or massive "
+                   "activations; harvest drops each text's first position), or %s optimizer steps were too few for "
+                   "this many latents (train on more tokens or for more epochs)",
+                   what, 100 * dead, float(metrics.get("explained_variance", float("nan"))),
+                   metrics.get("steps", "some"))
     return True
