@@ -15,6 +15,8 @@
 #              collection); the first run also steers CorrSteer-A at 0.5x and 2x its coefficients
 #   strength   --scale auto (the grid on 50 validation samples, fluency-guarded) on food and sentiment
 #   xstest     the sign comparison on XSTest with the instruct model SmolLM2 and its default SAEs
+#   sae16k     evidence again with the larger SAE set `--sae default-16k` (trained and cached by the first
+#              run: about an hour on 2 cores), into runs/evidence16k; only when named
 # Then `python scripts/summarize.py` prints the README's tables from runs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,7 @@ CORRSTEER=${CORRSTEER:-.venv/bin/corrsteer}
 SEEDS=${SEEDS:-0 1 2}
 TASKS=${TASKS:-food sentiment}   # the generation-level tasks of evidence, sign and strength
 COMMON=(--model gemma-3-270m --sae default --no-progress)
+COMMON16K=(--model gemma-3-270m --sae default-16k --no-progress)
 
 done_in() { [ -f "$1/results.json" ] || [ -f "$1/controls.json" ]; }
 reuse_collection() {  # reuse_collection FROM TO: a second selection of the same collection
@@ -31,13 +34,14 @@ reuse_collection() {  # reuse_collection FROM TO: a second selection of the same
 for step in "${@:-evidence benchmarks sign strength xstest}"; do
     for s in $step; do
         case "$s" in
-        evidence)
+        evidence|sae16k)
+            if [ "$s" = evidence ]; then folder=evidence common=("${COMMON[@]}"); else folder=evidence16k common=("${COMMON16K[@]}"); fi
             for seed in $SEEDS; do
                 for t in $TASKS; do
                     if [ "$t" = food ]; then n=(--n-train 200 --n-test 100); else n=(--n-train 400 --n-test 200); fi
-                    out=runs/evidence/$t-seed$seed
+                    out=runs/$folder/$t-seed$seed
                     done_in "$out" || "$CORRSTEER" controls --task "$t" --mode all "${n[@]}" \
-                        --methods random,shuffled --draws 3 --batch-size 32 --seed "$seed" "${COMMON[@]}" --out "$out"
+                        --methods random,shuffled --draws 3 --batch-size 32 --seed "$seed" "${common[@]}" --out "$out"
                 done
             done ;;
         benchmarks)
@@ -83,7 +87,7 @@ for step in "${@:-evidence benchmarks sign strength xstest}"; do
                 done_in "$neg" || { reuse_collection "$pos" "$neg"
                     "$CORRSTEER" run "${args[@]}" --negative-coefficient mean_neg --out "$neg" --resume; }
             done ;;
-        *) echo "unknown step $s (evidence benchmarks sign strength xstest)" >&2; exit 2 ;;
+        *) echo "unknown step $s (evidence benchmarks sign strength xstest sae16k)" >&2; exit 2 ;;
         esac
     done
 done

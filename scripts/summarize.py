@@ -44,9 +44,9 @@ def _command(doc: dict) -> str:
     return re.sub(r"--seed \d+", "--seed S", re.sub(r"seed\d+", "seedS", cmd))
 
 
-def evidence(root: Path) -> list[str]:
+def evidence(root: Path, folder: str = "evidence") -> list[str]:
     groups: dict[str, list[tuple[int, dict]]] = defaultdict(list)
-    for path in sorted(root.glob("evidence/*/controls.json")):
+    for path in sorted(root.glob(f"{folder}/*/controls.json")):
         groups[path.parent.name.rsplit("-seed", 1)[0]].append((_seed_of(path), _load(path)))
     out = ["| task | condition | score % | Δ pp | p per seed | degenerate % | seeds |", "|---|---|---|---|---|---|---|"]
     for task, runs in groups.items():
@@ -73,6 +73,7 @@ def evidence(root: Path) -> list[str]:
                 vs = [d["versus"][m] for d in docs]
                 out.append(f"| {task} | CorrSteer − {m} | | {_ms([v['delta'] for v in vs], signed=True)} | "
                            f"sign-flip {_p([v['p'] for v in vs])} | | {seeds} |")
+        out.append(f"| {task} | features kept, per seed | {'; '.join(r['steers'] for r in cs)} | | | | |")
         out.append(f"| {task} | command | `{_command(docs[0])}` | | | | |")
     return out
 
@@ -123,6 +124,7 @@ def main() -> None:
     ap.add_argument("--runs", default="runs", help="the runs folder (runs)")
     root = Path(ap.parse_args().runs)
     sections = [("Evidence: generation-level rewards, with controls", evidence(root)),
+                ("Evidence with the larger SAEs (--sae default-16k)", evidence(root, "evidence16k")),
                 ("Benchmarks", runs_table(root, "benchmarks", "task / mode")),
                 ("Sign of negative features, and the strength on test",
                  controls_rows(root, "sign", ("negative", "scale-0.5", "corrsteer", "scale-2"))),
