@@ -16,7 +16,8 @@
 #   strength   --scale auto (the grid on 50 validation samples, fluency-guarded) on food and sentiment
 #   xstest     the sign comparison on XSTest with the instruct model SmolLM2 and its default SAEs
 #   sae16k     evidence again with the larger SAE set `--sae default-16k` (trained and cached by the first
-#              run: about an hour on 2 cores), into runs/evidence16k; only when named
+#              run: 1-2 h on 2 cores; as defined its layer 3 fails the quality bar, README), into
+#              runs/evidence16k; only when named
 # Then `python scripts/summarize.py` prints the README's tables from runs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."

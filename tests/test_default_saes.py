@@ -12,6 +12,7 @@ import pytest
 
 from corrsteer.errors import CorrsteerError
 from corrsteer.sae import defaults
+from corrsteer.sae.model import SAE
 from corrsteer.storage import datasets as storage_datasets
 
 TINY = dict(d_sae=16, k=2, n_tokens=300, epochs=2, batch_size=64, n_samples=3, sample_tokens=5, n_per_dataset=4,
@@ -90,6 +91,8 @@ def test_a_degenerate_default_sae_is_an_error_trained_or_cached(tiny_gemma3: Any
     assert not any(tmp_path.glob("saes/*/*/layer_*/cfg.json"))  # a failing SAE is never cached ...
     (kept,) = tmp_path.glob("saes/*/refused/*/layer_1")  # ... nor thrown away: kept outside the set
     assert str(kept) in str(info.value) and "--sae" in str(info.value)
+    refused = SAE.load(kept)  # usable as the message says, with the metrics that refused it
+    assert refused.d_sae == TINY["d_sae"] and "dead_fraction" in refused.meta["metrics"]
     assert not defaults.cached_sets(tmp_path)  # and not listed as a set
     saes = defaults.train_default_saes(tiny_gemma3, tiny_tokenizer, [1], cache_dir=tmp_path, progress=False,
                                        quality=None, **TINY)
