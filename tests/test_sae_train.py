@@ -304,6 +304,7 @@ def test_degenerate_sae_is_warned(caplog):
         assert warn_if_degenerate({"dead_fraction": 0.969, "explained_variance": 0.999}, "layer 12")
         assert not warn_if_degenerate({"dead_fraction": 0.164, "explained_variance": 0.944}, "layer 6")
     assert "layer 12 has 97% dead latents (EV 0.999): it is degenerate" in caplog.text
+    assert "use fewer latents or more tokens" in caplog.text  # the fix the 16k ablation supports (README)
     assert "layer 6" not in caplog.text
 
 

@@ -315,8 +315,9 @@ def warn_if_degenerate(metrics: dict, what: str) -> bool:
         return False
     logger.warning("%s has %.0f%% dead latents (EV %.3f): it is degenerate, whatever its explained variance. "
                    "Either outlier tokens dominate its training activations (an attention sink or massive "
-                   "activations; harvest drops each text's first position), or %s optimizer steps were too few for "
-                   "this many latents (train on more tokens or for more epochs)",
+                   "activations; harvest drops each text's first position), or it has more latents than its %s "
+                   "training tokens support (use fewer latents or more tokens; more optimizer steps on the same "
+                   "tokens did not help when measured, README 'Our SAEs')",
                    what, 100 * dead, float(metrics.get("explained_variance", float("nan"))),
-                   metrics.get("steps", "some"))
+                   metrics.get("train_tokens", "few"))
     return True
