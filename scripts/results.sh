@@ -14,7 +14,9 @@
 #              mean over unrewarded ones, as the negative-only control on food and sentiment (same
 #              collection); the first run also steers CorrSteer-A at 0.5x and 2x its coefficients
 #   strength   --scale auto (the grid on 50 validation samples, fluency-guarded) on food and sentiment
-#   xstest     the sign comparison on XSTest with the instruct model SmolLM2 and its default SAEs
+#   xstest     the sign comparison on XSTest with the instruct model SmolLM2 and its default SAEs (its 450
+#              prompts are exactly its fixed splits, so another seed reorders the same prompts and reproduces
+#              seed 0: one seed is one measurement; README)
 #   sae16k     evidence again with the larger SAE set `--sae default-16k` (trained and cached by the first
 #              run: 1-2 h on 2 cores; as defined its layer 3 fails the quality bar, README), into
 #              runs/evidence16k; only when named
