@@ -14,12 +14,13 @@
 #              mean over unrewarded ones, as the negative-only control on food and sentiment (same
 #              collection); the first run also steers CorrSteer-A at 0.5x and 2x its coefficients
 #   strength   --scale auto (the grid on 50 validation samples, fluency-guarded) on food and sentiment
-#   xstest     the sign comparison on XSTest with the instruct model SmolLM2 and its default SAEs (its 450
-#              prompts are exactly its fixed splits, so another seed reorders the same prompts and reproduces
-#              seed 0: one seed is one measurement; README)
-#   sae16k     evidence again with the larger SAE set `--sae default-16k` (trained and cached by the first
-#              run: 1-2 h on 2 cores; as defined its layer 3 fails the quality bar, README), into
-#              runs/evidence16k; only when named
+#   xstest     the sign comparison on XSTest with the instruct model SmolLM2 and its default SAEs; its 450
+#              prompts are exactly its splits, so the seed also carves them (--task-option split_seed=SEED):
+#              without it another seed only reorders the same prompts (README)
+#   sae8k      evidence again with the larger SAE set `--sae default-8k` (8,192 latents on 1M tokens, trained
+#              and cached by the first run: about an hour on 2 cores), into runs/evidence8k; only when named
+#   sae16k     the same with `--sae default-16k` (16,384 latents; as defined its layer 3 fails the quality
+#              bar, README), into runs/evidence16k; only when named
 # Then `python scripts/summarize.py` prints the README's tables from runs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,6 @@ CORRSTEER=${CORRSTEER:-.venv/bin/corrsteer}
 SEEDS=${SEEDS:-0 1 2}
 TASKS=${TASKS:-food sentiment}   # the generation-level tasks of evidence, sign and strength
 COMMON=(--model gemma-3-270m --sae default --no-progress)
-COMMON16K=(--model gemma-3-270m --sae default-16k --no-progress)
 
 done_in() { [ -f "$1/results.json" ] || [ -f "$1/controls.json" ]; }
 reuse_collection() {  # reuse_collection FROM TO: a second selection of the same collection
@@ -37,8 +37,11 @@ reuse_collection() {  # reuse_collection FROM TO: a second selection of the same
 for step in "${@:-evidence benchmarks sign strength xstest}"; do
     for s in $step; do
         case "$s" in
-        evidence|sae16k)
-            if [ "$s" = evidence ]; then folder=evidence common=("${COMMON[@]}"); else folder=evidence16k common=("${COMMON16K[@]}"); fi
+        evidence|sae8k|sae16k)
+            case "$s" in
+                evidence) folder=evidence common=("${COMMON[@]}") ;;
+                *) folder=evidence${s#sae} common=(--model gemma-3-270m --sae "default-${s#sae}" --no-progress) ;;
+            esac
             for seed in $SEEDS; do
                 for t in $TASKS; do
                     if [ "$t" = food ]; then n=(--n-train 200 --n-test 100); else n=(--n-train 400 --n-test 200); fi
@@ -85,12 +88,12 @@ for step in "${@:-evidence benchmarks sign strength xstest}"; do
             for seed in $SEEDS; do
                 pos=runs/xstest/mean_pos-seed$seed neg=runs/xstest/mean_neg-seed$seed
                 args=(--task xstest --model smollm2-135m-instruct --sae default --layers 6,12,18,24 --mode pruned
-                      --n-train 180 --n-val 90 --n-test 180 --seed "$seed" --no-progress)
+                      --n-train 180 --n-val 90 --n-test 180 --seed "$seed" --task-option "split_seed=$seed" --no-progress)
                 done_in "$pos" || "$CORRSTEER" run "${args[@]}" --negative-coefficient mean_pos --out "$pos"
                 done_in "$neg" || { reuse_collection "$pos" "$neg"
                     "$CORRSTEER" run "${args[@]}" --negative-coefficient mean_neg --out "$neg" --resume; }
             done ;;
-        *) echo "unknown step $s (evidence benchmarks sign strength xstest sae16k)" >&2; exit 2 ;;
+        *) echo "unknown step $s (evidence benchmarks sign strength xstest sae8k sae16k)" >&2; exit 2 ;;
         esac
     done
 done

@@ -117,3 +117,14 @@ def test_the_cache_key_is_the_one_of_before_the_datasets_became_required(tiny_ge
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     assert defaults.cache_root(tiny_gemma3, settings, tmp_path).name == digest == "af763340d92a09e7"
     assert np.isfinite(defaults.QUALITY["min_explained_variance"])
+
+
+def test_the_larger_sets_differ_in_the_latent_count_only(tiny_gemma3: Any, tmp_path: Path) -> None:
+    """default-8k against default-16k is a controlled comparison (README, "Our SAEs"), and
+    defining the 8k set did not move the 16k set's cache."""
+    from dataclasses import asdict
+
+    small, large = asdict(defaults.SETS["default-8k"]), asdict(defaults.SETS["default-16k"])
+    assert {k for k in small if small[k] != large[k]} == {"d_sae"}
+    assert (small["d_sae"], large["d_sae"], large["n_tokens"]) == (8192, 16384, 1_000_000)
+    assert defaults.cache_root(tiny_gemma3, defaults.SETS["default-16k"], tmp_path).name == "e3c363be6ec33b6c"

@@ -91,9 +91,11 @@ MIX_SOURCES = {"mmlu": "test/*.csv", "bbq": "*.jsonl", "sst2": "train.tsv", "gsm
 # dictionary is too coarse; never in CI. Experimental: its one measured training (1-2 h on 2 cores) gave layer 3
 # 46.8% dead latents, refused by QUALITY; an ablation (scripts/sae_dead_latents.py) points at the latent count,
 # not the step count or AuxK (README, "Our SAEs").
+_LARGE = dict(n_tokens=1_000_000, epochs=1.0, batch_size=1024, lr=5e-4, n_samples=1024, sample_tokens=64,
+              n_per_dataset=12_000)  # the larger sets' shared mix and schedule: only the latent count differs
 SETS = {"default": DefaultSettings(),
-        "default-16k": DefaultSettings(d_sae=16384, n_tokens=1_000_000, epochs=1.0, batch_size=1024, lr=5e-4,
-                                       n_samples=1024, sample_tokens=64, n_per_dataset=12_000)}
+        "default-8k": DefaultSettings(d_sae=8192, **_LARGE),
+        "default-16k": DefaultSettings(d_sae=16384, **_LARGE)}
 HARVEST_BUDGET = 6 * 2**30  # bytes of float32 activations held at once; more layers than that: several passes
 # sha256 of "\n".join(dataset rows) for the n_per_dataset and seed of each named set, on the datasets
 # of ../shared/datasets (its SHA256SUMS): the sets are defined on exactly these rows.
