@@ -137,6 +137,13 @@ def preflight(cfg: RunConfig, stage: str = "run", task: Any = None) -> Any:
         if n and n > len(splits[split]):
             raise ValueError(f"{_OPTION[split]} {n} is more than the {split} split of task {task.name!r} holds "
                              f"({len(splits[split])} samples); pass {_OPTION[split]} {len(splits[split])} or less")
+    whole = [split for split, n in need.items() if n and n == len(splits[split])]
+    if whole and cfg.seed != 0 and "split_seed" not in cfg.task_options:
+        # a seed meant as a replication would test the same samples again (XSTest: the README's finding)
+        log.warning("%s take(s) the whole %s split(s) of task %r, so --seed %d only reorders the samples of "
+                       "seed 0: a run with another seed is not a replication there. For other samples carve "
+                       "other splits: --task-option split_seed=%d", ", ".join(f"{_OPTION[s]} {need[s]}" for s in whole),
+                       "/".join(whole), task.name, cfg.seed, cfg.seed)
     out = Path(cfg.out_dir())
     if stage == "select":
         load_collection(out)  # missing or unfinished: ValueError naming the folder and the command to run

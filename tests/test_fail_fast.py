@@ -307,3 +307,23 @@ def test_no_train_on_the_command_line_refuses_instead_of_training(tmp_path: Path
     assert main(["collect", *argv, "--layers", "1", "--no-train"]) == EXIT_USER
     _one_line_error(capsys, "no cached default SAE for layers [1]", "--no-train")
     assert not (tmp_path / "cache" / "saes").exists() or not any((tmp_path / "cache" / "saes").rglob("cfg.json"))
+
+
+@pytest.mark.parametrize("seed, options, warned", [(1, {}, True), (0, {}, False), (1, {"split_seed": 1}, False)])
+def test_a_seed_that_only_reorders_the_whole_split_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                            seed: int, options: dict, warned: bool) -> None:
+    """XSTest's lesson: when --n-test is the whole test split, --seed reorders the same samples."""
+    from corrsteer.config import RunConfig
+    from corrsteer.pipeline import preflight
+    from corrsteer.tasks import get_task
+
+    path = _reviews(tmp_path)
+    n_test = len(get_task("custom", path=str(path), **options).splits()["test"])
+    cfg = RunConfig(task="custom", task_options={"path": str(path), **options}, n_train=2, n_test=n_test,
+                    seed=seed, out=str(tmp_path / "o"))
+    with caplog.at_level(logging.WARNING, logger="corrsteer.pipeline"):
+        preflight(cfg, "run")
+    said = [r.getMessage() for r in caplog.records if "only reorders" in r.getMessage()]
+    assert bool(said) == warned, caplog.text
+    if warned:
+        assert f"--n-test {n_test}" in said[0] and "--task-option split_seed=1" in said[0]
