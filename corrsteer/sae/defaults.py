@@ -87,10 +87,11 @@ class DefaultSettings:
 # The datasets of the mix: (folder, file pattern) under the datasets root.
 MIX_SOURCES = {"mmlu": "test/*.csv", "bbq": "*.jsonl", "sst2": "train.tsv", "gsm8k": "train.jsonl"}
 # The named sets `--sae NAME` trains once and caches. "default": small and quick (about 3.5 min for four layers
-# of Gemma 3 270M on 2 idle cores). "default-16k": 8x the latents on 25x the tokens, for when the default's
-# dictionary is too coarse; never in CI. Experimental: its one measured training (1-2 h on 2 cores) gave layer 3
-# 46.8% dead latents, refused by QUALITY; an ablation (scripts/sae_dead_latents.py) points at the latent count,
-# not the step count or AuxK (README, "Our SAEs").
+# of Gemma 3 270M on 2 idle cores). The larger sets, for when the default's dictionary is too coarse, never in
+# CI, share one mix of 1M tokens per layer (25x the default's) and differ in the latent count only, so they
+# compare: "default-16k" (8x the latents) is experimental, its one measured training (1-2 h on 2 cores) gave
+# layer 3 46.8% dead latents, refused by QUALITY; an ablation (scripts/sae_dead_latents.py) pointed at the
+# latent count, not the step count or AuxK, hence "default-8k" (4x the latents; README, "Our SAEs").
 _LARGE = dict(n_tokens=1_000_000, epochs=1.0, batch_size=1024, lr=5e-4, n_samples=1024, sample_tokens=64,
               n_per_dataset=12_000)  # the larger sets' shared mix and schedule: only the latent count differs
 SETS = {"default": DefaultSettings(),
@@ -282,7 +283,7 @@ def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None 
                          f"with `corrsteer train-sae --layers {','.join(map(str, todo))}`, or drop --no-train")
     logger.warning("no cached default SAE for layers %s of %s %s: sampling %d texts, harvesting %d tokens per layer "
                    "and training %d SAE(s) now; for Gemma 3 270M on 2 CPU cores the 'default' set takes about a "
-                   "minute per layer and 'default-16k' one to two hours in all, larger models longer (--no-train "
+                   "minute per layer and 'default-8k' or 'default-16k' one to two hours in all, larger models longer (--no-train "
                    "refuses instead)", todo, model_id(model), where, settings.n_samples, settings.n_tokens, len(todo))
     texts, desc = default_texts(model, tokenizer, settings, progress, data_root)
     per_layer = settings.n_tokens * d_model(model) * 4
