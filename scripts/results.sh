@@ -19,6 +19,10 @@
 #              without it another seed only reorders the same prompts (README)
 #   sae8k      evidence again with the larger SAE set `--sae default-8k` (8,192 latents on 1M tokens, trained
 #              and cached by the first run: about an hour on 2 cores), into runs/evidence8k; only when named
+#   width      the default SAEs against the 8,192-latent ones at layers 3 and 6 on $TASKS (CorrSteer-A and one
+#              random draw, the same samples): trains those two layers of `default-8k` first if they are not
+#              cached (about an hour on 2 cores); they fail the quality bar (31.7% and 55.9% dead latents), so
+#              they are used by path, knowingly; into runs/width; only when named
 #   sae16k     the same with `--sae default-16k` (16,384 latents; as defined its layer 3 fails the quality
 #              bar, README), into runs/evidence16k; only when named
 # Then `python scripts/summarize.py` prints the README's tables from runs/.
@@ -93,7 +97,27 @@ for step in "${@:-evidence benchmarks sign strength xstest}"; do
                 done_in "$neg" || { reuse_collection "$pos" "$neg"
                     "$CORRSTEER" run "${args[@]}" --negative-coefficient mean_neg --out "$neg" --resume; }
             done ;;
-        *) echo "unknown step $s (evidence benchmarks sign strength xstest sae8k sae16k)" >&2; exit 2 ;;
+        width)
+            wide=${CORRSTEER_CACHE:-$HOME/.cache/corrsteer}/saes/gemma-3-270m/261c1b0706a29e80  # default-8k's hash
+            [ -f "$wide/layer_6/cfg.json" ] || "$(dirname "$CORRSTEER")/python" -c "if True:
+                from corrsteer.models import load_model
+                from corrsteer.sae.defaults import SETS, cache_root, train_default_saes
+                model, tok = load_model('gemma-3-270m')
+                assert str(cache_root(model, SETS['default-8k'])) == '$wide', 'default-8k is cached elsewhere'
+                train_default_saes(model, tok, [3, 6], settings=SETS['default-8k'], quality=None, progress=False)"
+            for seed in $SEEDS; do
+                for t in $TASKS; do
+                    if [ "$t" = food ]; then n=(--n-train 200 --n-test 100); else n=(--n-train 400 --n-test 200); fi
+                    for sae in default 8k; do
+                        out=runs/width/$sae-$t-seed$seed
+                        if [ $sae = default ]; then saes=default; else saes=$wide/layer_3,$wide/layer_6; fi
+                        done_in "$out" || "$CORRSTEER" controls --task "$t" --mode all "${n[@]}" --methods random \
+                            --draws 1 --batch-size 32 --seed "$seed" --model gemma-3-270m --sae "$saes" --layers 3,6 \
+                            --no-progress --out "$out"
+                    done
+                done
+            done ;;
+        *) echo "unknown step $s (evidence benchmarks sign strength xstest width sae8k sae16k)" >&2; exit 2 ;;
         esac
     done
 done
