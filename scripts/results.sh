@@ -18,7 +18,8 @@
 #              prompts are exactly its splits, so the seed also carves them (--task-option split_seed=SEED):
 #              without it another seed only reorders the same prompts (README)
 #   sae8k      evidence again with the larger SAE set `--sae default-8k` (8,192 latents on 1M tokens, trained
-#              and cached by the first run: about an hour on 2 cores), into runs/evidence8k; only when named
+#              and cached by the first run: 1-2 h on 2 cores; its layer 3 fails the quality bar, so this stops
+#              there: `width` is the measurement), into runs/evidence8k; only when named
 #   width      the default SAEs against the 8,192-latent ones at layers 3 and 6 on $TASKS (CorrSteer-A and one
 #              random draw, the same samples): trains those two layers of `default-8k` first if they are not
 #              cached (about an hour on 2 cores); they fail the quality bar (31.7% and 55.9% dead latents), so

@@ -130,6 +130,8 @@ def main() -> None:
                 ("Sign of negative features, and the strength on test",
                  controls_rows(root, "sign", ("negative", "scale-0.5", "corrsteer", "scale-2"))),
                 ("Strength: --scale auto", runs_table(root, "strength", "task")),
+                ("SAE width: default vs default-8k at layers 3 and 6", controls_rows(root, "width", ("corrsteer",
+                                                                                                    "random #0"))),
                 ("XSTest, SmolLM2-135M-Instruct", runs_table(root, "xstest", "coefficient"))]
     for title, lines in sections:
         if len(lines) > 2:
