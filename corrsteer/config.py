@@ -95,9 +95,9 @@ class RunConfig:
     task: str = _opt(None, "task name (see `corrsteer info`)")
     model: str = _opt("gemma-3-270m", "embedded model name, local HF dir, .gguf file or hub id")
     sae: str = _opt("default", "SAE path, comma list of paths, or a set we train once and cache: 'default' (2,048 "
-                               "latents), or the experimental 'default-8k' and 'default-16k' (8,192 and 16,384 latents on "
-                               "1M tokens, 1-2 h on 2 cores; both fail the quality bar, 32-56% and 47% dead latents, "
-                               "README 'Our SAEs')")
+                               "latents), or the experimental 'default-8k' and 'default-16k' (8,192 and 16,384 "
+                               "latents on 1M tokens, 1-2 h on 2 cores; both fail the quality bar, 32-56% and 47% "
+                               "dead latents, README 'Our SAEs')")
     data_dir: str | None = _opt(None, "folder with the task's data files (default: the task's)")
     layers: tuple[int, ...] | None = _opt(None, "layers to use: 3,6,9 | 2-5 | all (default: every SAE's layer)")
     n_train: int = _opt(1000, "collection samples (METHOD.md §4)")

@@ -141,9 +141,9 @@ def preflight(cfg: RunConfig, stage: str = "run", task: Any = None) -> Any:
     if whole and cfg.seed != 0 and "split_seed" not in cfg.task_options:
         # a seed meant as a replication would test the same samples again (XSTest: the README's finding)
         log.warning("%s take(s) the whole %s split(s) of task %r, so --seed %d only reorders the samples of "
-                       "seed 0: a run with another seed is not a replication there. For other samples carve "
-                       "other splits: --task-option split_seed=%d", ", ".join(f"{_OPTION[s]} {need[s]}" for s in whole),
-                       "/".join(whole), task.name, cfg.seed, cfg.seed)
+                    "seed 0: a run with another seed is not a replication there. For other samples carve other "
+                    "splits: --task-option split_seed=%d", ", ".join(f"{_OPTION[s]} {need[s]}" for s in whole),
+                    "/".join(whole), task.name, cfg.seed, cfg.seed)
     out = Path(cfg.out_dir())
     if stage == "select":
         load_collection(out)  # missing or unfinished: ValueError naming the folder and the command to run

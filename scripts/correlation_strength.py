@@ -3,12 +3,13 @@
     python scripts/correlation_strength.py RUN_DIR [RUN_DIR ...]
 
 Each RUN_DIR is a run folder with a finished collection (`corrsteer run/collect/controls --out
-RUN_DIR`), e.g. `runs/evidence/food-seed0` (the default SAEs) and `runs/evidence8k/food-seed0`
-(`--sae default-8k`, the same samples). Per layer it prints the SAE's width, the latents that fired
-on at least one collection sample, the largest positive and negative r, and how many latents reach
-|r| >= 0.4. A larger dictionary offers more candidates, so its largest |r| rises by chance alone:
-`null max |r|` is the median largest |r| of that many independent latents unrelated to the reward
-(r about normal with sd 1/sqrt(n - 1)): the bar a real gain must clear.
+RUN_DIR`), e.g. `runs/width/default-food-seed0` (the default SAEs) and `runs/width/8k-food-seed0`
+(the 8,192-latent SAEs on the same samples; `bash scripts/results.sh width`). Per layer it prints
+the SAE's width, the latents that fired on at least one collection sample, the largest positive
+and negative r, and how many latents reach |r| >= 0.4. A larger dictionary offers more
+candidates, so its largest |r| rises by chance alone: `null max |r|` is the median largest |r|
+of that many independent latents unrelated to the reward (r about normal with sd
+1/sqrt(n - 1)): the bar a real gain must clear.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
           "| null max abs(r) | samples |")
     print("|---|---|---|---|---|---|---|---|---|")
     for run in args.runs:
-        print("\n".join(rows(run)))
+        try:
+            print("\n".join(rows(run)))
+        except ValueError as exc:  # no collection there, or an unfinished one: the message names the fix
+            sys.exit(f"error: {exc}")
     return 0
 
 

@@ -17,15 +17,13 @@
 #   xstest     the sign comparison on XSTest with the instruct model SmolLM2 and its default SAEs; its 450
 #              prompts are exactly its splits, so the seed also carves them (--task-option split_seed=SEED):
 #              without it another seed only reorders the same prompts (README)
-#   sae8k      evidence again with the larger SAE set `--sae default-8k` (8,192 latents on 1M tokens, trained
-#              and cached by the first run: 1-2 h on 2 cores; its layer 3 fails the quality bar, so this stops
-#              there: `width` is the measurement), into runs/evidence8k; only when named
 #   width      the default SAEs against the 8,192-latent ones at layers 3 and 6 on $TASKS (CorrSteer-A and one
 #              random draw, the same samples): trains those two layers of `default-8k` first if they are not
-#              cached (about an hour on 2 cores); they fail the quality bar (31.7% and 55.9% dead latents), so
+#              cached (1-2 h on 2 cores); they fail the quality bar (31.7% and 55.9% dead latents), so
 #              they are used by path, knowingly; into runs/width; only when named
-#   sae16k     the same with `--sae default-16k` (16,384 latents; as defined its layer 3 fails the quality
-#              bar, README), into runs/evidence16k; only when named
+#   sae16k     evidence again with the larger SAE set `--sae default-16k` (trained and cached by the first
+#              run: 1-2 h on 2 cores; as defined its layer 3 fails the quality bar, README), into
+#              runs/evidence16k; only when named
 # Then `python scripts/summarize.py` prints the README's tables from runs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +31,7 @@ CORRSTEER=${CORRSTEER:-.venv/bin/corrsteer}
 SEEDS=${SEEDS:-0 1 2}
 TASKS=${TASKS:-food sentiment}   # the generation-level tasks of evidence, sign and strength
 COMMON=(--model gemma-3-270m --sae default --no-progress)
+COMMON16K=(--model gemma-3-270m --sae default-16k --no-progress)
 
 done_in() { [ -f "$1/results.json" ] || [ -f "$1/controls.json" ]; }
 reuse_collection() {  # reuse_collection FROM TO: a second selection of the same collection
@@ -42,11 +41,8 @@ reuse_collection() {  # reuse_collection FROM TO: a second selection of the same
 for step in "${@:-evidence benchmarks sign strength xstest}"; do
     for s in $step; do
         case "$s" in
-        evidence|sae8k|sae16k)
-            case "$s" in
-                evidence) folder=evidence common=("${COMMON[@]}") ;;
-                *) folder=evidence${s#sae} common=(--model gemma-3-270m --sae "default-${s#sae}" --no-progress) ;;
-            esac
+        evidence|sae16k)
+            if [ "$s" = evidence ]; then folder=evidence common=("${COMMON[@]}"); else folder=evidence16k common=("${COMMON16K[@]}"); fi
             for seed in $SEEDS; do
                 for t in $TASKS; do
                     if [ "$t" = food ]; then n=(--n-train 200 --n-test 100); else n=(--n-train 400 --n-test 200); fi
@@ -99,12 +95,12 @@ for step in "${@:-evidence benchmarks sign strength xstest}"; do
                     "$CORRSTEER" run "${args[@]}" --negative-coefficient mean_neg --out "$neg" --resume; }
             done ;;
         width)
-            wide=${CORRSTEER_CACHE:-$HOME/.cache/corrsteer}/saes/gemma-3-270m/261c1b0706a29e80  # default-8k's hash
+            # default-8k's cache folder (its settings hash; tests/test_default_saes.py keeps the two in step)
+            wide=${CORRSTEER_CACHE:-$HOME/.cache/corrsteer}/saes/gemma-3-270m/261c1b0706a29e80
             [ -f "$wide/layer_6/cfg.json" ] || "$(dirname "$CORRSTEER")/python" -c "if True:
                 from corrsteer.models import load_model
-                from corrsteer.sae.defaults import SETS, cache_root, train_default_saes
+                from corrsteer.sae.defaults import SETS, train_default_saes
                 model, tok = load_model('gemma-3-270m')
-                assert str(cache_root(model, SETS['default-8k'])) == '$wide', 'default-8k is cached elsewhere'
                 train_default_saes(model, tok, [3, 6], settings=SETS['default-8k'], quality=None, progress=False)"
             for seed in $SEEDS; do
                 for t in $TASKS; do
@@ -118,7 +114,7 @@ for step in "${@:-evidence benchmarks sign strength xstest}"; do
                     done
                 done
             done ;;
-        *) echo "unknown step $s (evidence benchmarks sign strength xstest width sae8k sae16k)" >&2; exit 2 ;;
+        *) echo "unknown step $s (evidence benchmarks sign strength xstest width sae16k)" >&2; exit 2 ;;
         esac
     done
 done

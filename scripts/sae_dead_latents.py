@@ -4,7 +4,7 @@
     python scripts/sae_dead_latents.py [N_TOKENS] [VARIANT ...]   # default 300000, all variants
 
 Harvests N_TOKENS residuals of layer 3 from the default mix's dataset rows (3,000 per dataset, no
-model samples; kept in /tmp for a rerun), then trains TopK SAEs (16,384 latents, k 32, one epoch,
+model samples; kept in the temp folder for a rerun), then trains TopK SAEs (16,384 latents, k 32, one epoch,
 batch 1,024, lr 5e-4: the `default-16k` settings) and prints, per variant, its held-out explained
 variance and dead share (latents that never fire on the held-out 5%), and the share that fires on none of
 the N_TOKENS. Variants: `base`; `dead8k` (AuxK from 8,192 tokens without firing instead
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -35,7 +36,7 @@ VARIANTS = {"base": {}, "dead8k": {"dead_tokens": 8192}, "epochs3": {"epochs": 3
 
 
 def layer3_tokens(n_tok: int) -> np.ndarray:
-    path = f"/tmp/corrsteer_sae_dead_latents_L3_{n_tok}.npy"
+    path = os.path.join(tempfile.gettempdir(), f"corrsteer_sae_dead_latents_L3_{n_tok}.npy")
     if os.path.exists(path):
         return np.load(path)
     model, tok = load_model("gemma-3-270m", dtype="float32")

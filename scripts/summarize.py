@@ -124,7 +124,6 @@ def main() -> None:
     ap.add_argument("--runs", default="runs", help="the runs folder (runs)")
     root = Path(ap.parse_args().runs)
     sections = [("Evidence: generation-level rewards, with controls", evidence(root)),
-                ("Evidence with the larger SAEs (--sae default-8k)", evidence(root, "evidence8k")),
                 ("Evidence with the larger SAEs (--sae default-16k)", evidence(root, "evidence16k")),
                 ("Benchmarks", runs_table(root, "benchmarks", "task / mode")),
                 ("Sign of negative features, and the strength on test",

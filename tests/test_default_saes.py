@@ -128,3 +128,7 @@ def test_the_larger_sets_differ_in_the_latent_count_only(tiny_gemma3: Any, tmp_p
     assert {k for k in small if small[k] != large[k]} == {"d_sae"}
     assert (small["d_sae"], large["d_sae"], large["n_tokens"]) == (8192, 16384, 1_000_000)
     assert defaults.cache_root(tiny_gemma3, defaults.SETS["default-16k"], tmp_path).name == "e3c363be6ec33b6c"
+    # scripts/results.sh `width` names default-8k's cache folder by this hash
+    eight = defaults.cache_root(tiny_gemma3, defaults.SETS["default-8k"], tmp_path).name
+    results_sh = (Path(__file__).resolve().parents[1] / "scripts" / "results.sh").read_text()
+    assert eight == "261c1b0706a29e80" and f"/saes/gemma-3-270m/{eight}\n" in results_sh

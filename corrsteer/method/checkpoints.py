@@ -147,8 +147,8 @@ def read_checkpoint(blob: bytes, name: str) -> tuple[Collection, int]:
                          complete=bool(progress["complete"]), meta=progress.get("meta", {}), controls=controls)
         offset = int(progress["offset"])
     except Exception as exc:  # noqa: BLE001 - corrupt bytes reach zipfile, zlib, json and the core in many ways
-        # broad on purpose: besides OSError, ValueError and KeyError, fuzzing reached NotImplementedError here
-        # (a zip member with an unknown compression method)
+        # The catch is broad on purpose. Besides OSError, ValueError and KeyError, fuzzing found corrupt files
+        # that raise NotImplementedError (a zip member with an unknown compression method).
         raise CorrsteerError(f"collection checkpoint {name!r} is unreadable or corrupt ({exc}); "
                              "delete it and collect again without --resume") from exc
     if offset != len(col.records):

@@ -218,9 +218,9 @@ def check_quality(sae: Any, where: str, quality: dict[str, float] | None = QUALI
         raise CorrsteerError(f"{where} fails the default SAEs' quality bar: explained variance {ev:.3f} (needs >= "
                              f"{quality['min_explained_variance']}), dead latents {dead:.1%} (needs <= "
                              f"{quality['max_dead_fraction']:.0%}). Either its training text was not the default mix "
-                             "(trained without the datasets), or its settings ask for more latents than its training tokens "
-                             "support (many never fire: use fewer latents or more tokens; more optimizer steps on the "
-                             "same tokens did not help when measured, README 'Our SAEs')")
+                             "(trained without the datasets), or its settings ask for more latents than its training "
+                             "tokens support (many never fire: use fewer latents or more tokens; more optimizer steps "
+                             "on the same tokens did not help when measured, README 'Our SAEs')")
 
 
 def cache_root(model: Any, settings: DefaultSettings, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -284,8 +284,9 @@ def train_default_saes(model: Any, tokenizer: Any, layers: Sequence[int] | None 
                          f"with `corrsteer train-sae --layers {','.join(map(str, todo))}`, or drop --no-train")
     logger.warning("no cached default SAE for layers %s of %s %s: sampling %d texts, harvesting %d tokens per layer "
                    "and training %d SAE(s) now; for Gemma 3 270M on 2 CPU cores the 'default' set takes about a "
-                   "minute per layer and 'default-8k' or 'default-16k' one to two hours in all, larger models longer (--no-train "
-                   "refuses instead)", todo, model_id(model), where, settings.n_samples, settings.n_tokens, len(todo))
+                   "minute per layer and 'default-8k' or 'default-16k' one to two hours in all, larger models "
+                   "longer (--no-train refuses instead)", todo, model_id(model), where, settings.n_samples,
+                   settings.n_tokens, len(todo))
     texts, desc = default_texts(model, tokenizer, settings, progress, data_root)
     per_layer = settings.n_tokens * d_model(model) * 4
     group = max(1, HARVEST_BUDGET // per_layer)  # layers harvested per forward pass over the texts

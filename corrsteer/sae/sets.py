@@ -23,8 +23,9 @@ def load_saes(spec: str, model: Any, tokenizer: Any, layers: Sequence[int] | Non
     """The SAEs of ``--sae``: a named set (``"default"``), a path, or a comma list of paths.
 
     Args:
-        spec: a named set of :data:`corrsteer.sae.defaults.SETS` (``"default"``, ``"default-8k"``, ``"default-16k"``: trained
-            once by :func:`corrsteer.sae.defaults.train_default_saes`, then cached) or SAE paths.
+        spec: a named set of :data:`corrsteer.sae.defaults.SETS` (``"default"``, ``"default-8k"``,
+            ``"default-16k"``: trained once by :func:`corrsteer.sae.defaults.train_default_saes`, then
+            cached) or SAE paths.
         model, tokenizer: the model the SAEs are used with.
         layers: keep only these layers (each must have an SAE); None = every SAE given
             (for "default": ``corrsteer.sae.defaults.DEFAULT_LAYERS`` within the model's depth).
